@@ -1,0 +1,25 @@
+"""The ``corl`` command: LightningCLI over the CoRL module and the triplet DataModule.
+
+``corl fit -c configs/demo/s1.yaml`` trains; every option is documented by ``corl fit --help``.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningCLI
+
+from corl.data.datamodule import TripletDataModule
+from corl.modules.corl_module import CoRLModule
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI (``args`` instead of ``sys.argv`` for tests)."""
+    LightningCLI(
+        CoRLModule,
+        TripletDataModule,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+if __name__ == "__main__":
+    main()

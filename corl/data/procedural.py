@@ -1,0 +1,104 @@
+"""A procedural data set of simple scenes (coloured shapes on a canvas) that needs no download.
+
+Every example is a pure function of ``(seed, index)``, so the set has any length, is identical on
+every rank and machine, and its captions and questions have answers that can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
+
+from corl.data.schema import Triplet
+
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 210, 40),
+    "purple": (150, 60, 190),
+    "orange": (245, 140, 30),
+}
+SHAPES = ("circle", "square", "triangle")
+BACKGROUNDS = {"white": (250, 250, 250), "black": (15, 15, 15), "gray": (128, 128, 128)}
+NUMBER_WORDS = ("zero", "one", "two", "three")
+LETTERS = "ABCD"
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour: tuple) -> None:
+    x0, y0, x1, y1 = box
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    elif shape == "square":
+        draw.rectangle(box, fill=colour)
+    else:
+        draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=colour)
+
+
+def _caption(objects: list[tuple[str, str]], background: str) -> str:
+    parts = [f"a {colour} {shape}" for colour, shape in objects]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{listed} on a {background} background"
+
+
+def make_scene(seed: int, index: int, image_size: int = 64) -> Triplet:
+    """Example ``index`` of the set with this ``seed``: an image, its caption and one MC or OE question."""
+    rng = random.Random(seed * 1_000_003 + index)
+    count = rng.randint(1, 3)
+    shapes = rng.sample(SHAPES, count)  # distinct shapes, so "the circle" is unambiguous
+    objects = [(rng.choice(list(COLOURS)), shape) for shape in shapes]
+    background = rng.choice(list(BACKGROUNDS))
+    image = Image.new("RGB", (image_size, image_size), BACKGROUNDS[background])
+    draw = ImageDraw.Draw(image)
+    cell = image_size // count
+    for slot, (colour, shape) in enumerate(objects):
+        margin = max(1, cell // 8)
+        box = (slot * cell + margin, image_size // 4, (slot + 1) * cell - margin, image_size // 4 + cell - 2 * margin)
+        _draw_shape(draw, shape, box, COLOURS[colour])
+
+    if rng.random() < 0.5:
+        colour, shape = rng.choice(objects)
+        options = [colour, *rng.sample([c for c in COLOURS if c != colour], 3)]
+        rng.shuffle(options)
+        letter = LETTERS[options.index(colour)]
+        listed = " ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+        problem = f"What colour is the {shape}? Options: {listed}"
+        solution, qa_type = f"<answer>{letter}</answer>", "MC"
+    elif rng.random() < 0.5:
+        problem = "How many shapes are in the image?"
+        solution, qa_type = f"<answer>{NUMBER_WORDS[count]}</answer>", "counting"
+    else:
+        colour, shape = rng.choice(objects)
+        problem = f"Which shape is {colour}?"
+        solution, qa_type = f"<answer>{shape}</answer>", "attribute"
+    return Triplet(_caption(objects, background), image, problem, solution, qa_type)
+
+
+class ProceduralTriplets(Dataset):
+    """``length`` procedural triplets; example ``i`` is always the same for the same seed."""
+
+    def __init__(self, length: int = 256, seed: int = 0, image_size: int = 64) -> None:
+        self.length, self.seed, self.image_size = length, seed, image_size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Triplet:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        return make_scene(self.seed, index, self.image_size)
+
+
+def vocabulary_corpus() -> Iterator[str]:
+    """A fixed text corpus covering the procedural set's words, tags and templates (tokenizer training)."""
+    from corl.data.templates import MC_INSTRUCTION, OE_INSTRUCTION
+
+    yield MC_INSTRUCTION
+    yield OE_INSTRUCTION
+    yield "describe this image in one sentence. "
+    for index in range(400):
+        scene = make_scene(seed=12345, index=index, image_size=8)
+        yield f"{scene.prompt}. {scene.qa_problem} <think> the image shows {scene.prompt} </think> {scene.qa_solution}"

@@ -1,0 +1,25 @@
+"""Instruction templates for understanding questions, worded as in the CoRL poster."""
+
+from __future__ import annotations
+
+MC_INSTRUCTION = (
+    "Answer the question based on the image and your knowledge. Please write your thinking process inside "
+    "<think> </think> tags, and provide your final answer (option letter, e.g., A/B/C/D) inside <answer> </answer> "
+    "tags. Your response MUST strictly follow this format: <think> ...</think> <answer>option letter</answer>"
+)
+OE_INSTRUCTION = (
+    "Answer the question based on the image and your knowledge. Please write your thinking process inside "
+    "<think> </think> tags, and provide your final answer (only 1-3 words) inside <answer> </answer> tags. "
+    "Your response MUST strictly follow this format: <think> ...</think> <answer>concise answer</answer>"
+)
+
+
+def is_multiple_choice(qa_type: str) -> bool:
+    """``qa_type`` "MC" marks a multiple-choice question; every other value is open-ended."""
+    return str(qa_type).strip().upper() == "MC"
+
+
+def question_prompt(question: str, qa_type: str) -> str:
+    """The user turn for an understanding rollout: the question, then the matching instruction."""
+    instruction = MC_INSTRUCTION if is_multiple_choice(qa_type) else OE_INSTRUCTION
+    return f"{question.strip()}\n{instruction}"

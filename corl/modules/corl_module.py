@@ -1,0 +1,285 @@
+"""The CoRL LightningModule: rollout -> rewards -> group advantages -> clipped GRPO update -> logs.
+
+A training step samples, for each of the B examples, G images from its prompt and G answers from
+its (real image, question). Output i of a group is the pair (image i, answer i) and gets one reward
+R_i = R_image(I_i) + lambda * R_text(T_i); its advantage is applied to every token of both. A task
+with no reward configured is not rolled out at all.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+import lightning as L
+import torch
+
+from corl.data.schema import TripletBatch
+from corl.modules.grpo import AdvantageScale, Aggregation, group_advantages, policy_loss
+from corl.modules.loading import load_janus
+from corl.modules.logging_media import log_media
+from corl.modules.policy import ImageLogprobMode, JanusPolicy
+from corl.modules.rewards.base import ImageReward, TextReward
+from corl.modules.rollout import Rollout
+
+
+class CoRLModule(L.LightningModule):
+    """GRPO post-training of a unified Janus model on both tasks at once (stage 1 of CoRL).
+
+    Args:
+        model: ``tiny`` (embedded default) or a local Hugging Face folder of Janus-Pro weights.
+        dtype: parameter dtype of the loaded model (``float32``, ``bfloat16``, ``float16``).
+        group_size: G, outputs sampled per example for each task.
+        cfg_weight: classifier-free guidance weight for image sampling.
+        image_temperature: sampling (and scoring) temperature of image tokens.
+        text_temperature: sampling (and scoring) temperature of answer tokens.
+        max_completion_tokens: length limit of an answer.
+        image_logprob_mode: ``cfg`` scores image tokens with the guided logits they were sampled
+            from; ``conditional`` with the conditional logits only (cheaper, no unconditional pass).
+        image_rewards: image rewards with their weights.
+        text_rewards: text rewards with their weights.
+        text_weight: lambda, the weight of the text part of the paired reward.
+        advantage_scale: ``group`` (std of the group), ``batch`` (std of the batch) or ``none``.
+        advantage_eps: added to the std before dividing.
+        beta: KL penalty weight; the frozen reference is only built when it is > 0.
+        eps_low: lower clip range of the ratio.
+        eps_high: upper clip range of the ratio.
+        aggregation: ``token`` (mean over all valid tokens) or ``sequence`` (per sequence first).
+        mu: optimisation passes over each rollout (one optimiser step per pass).
+        micro_batch_size: rollout rows per forward/backward in the update.
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: linear warmup in optimiser steps.
+        lr_schedule: ``constant`` or ``cosine`` (to 0 at the last step) after warmup.
+        grad_clip: max gradient norm; 0 disables clipping.
+        log_media_every_n_steps: how often image grids and completions go to TensorBoard; 0 never.
+        seed: initialisation seed of the tiny model.
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        dtype: str = "float32",
+        group_size: int = 8,
+        cfg_weight: float = 5.0,
+        image_temperature: float = 1.0,
+        text_temperature: float = 1.0,
+        max_completion_tokens: int = 512,
+        image_logprob_mode: ImageLogprobMode = "cfg",
+        image_rewards: list[ImageReward] | None = None,
+        text_rewards: list[TextReward] | None = None,
+        text_weight: float = 0.8,
+        advantage_scale: AdvantageScale = "group",
+        advantage_eps: float = 1e-4,
+        beta: float = 0.0,
+        eps_low: float = 0.2,
+        eps_high: float = 0.2,
+        aggregation: Aggregation = "token",
+        mu: int = 1,
+        micro_batch_size: int = 16,
+        lr: float = 4e-6,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        grad_clip: float = 1.0,
+        log_media_every_n_steps: int = 50,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["image_rewards", "text_rewards"])
+        self.automatic_optimization = False
+        self.image_rewards = list(image_rewards or [])
+        self.text_rewards = list(text_rewards or [])
+        if not self.image_rewards and not self.text_rewards:
+            raise ValueError("configure at least one reward in model.image_rewards or model.text_rewards")
+        janus, processor = load_janus(model, dtype, seed)
+        self.policy = JanusPolicy(
+            janus,
+            processor,
+            cfg_weight=cfg_weight,
+            image_temperature=image_temperature,
+            text_temperature=text_temperature,
+            max_completion_tokens=max_completion_tokens,
+            image_logprob_mode=image_logprob_mode,
+        )
+        self.reference = self.policy.make_reference() if beta > 0 else None
+
+    # ----------------------------------------------------------------------------- the algorithm
+    def training_step(self, batch: TripletBatch, batch_idx: int) -> None:
+        timer = time.perf_counter()
+        rollout = self.rollout(batch)
+        rollout_time, timer = time.perf_counter() - timer, time.perf_counter()
+        rewards = self.score(rollout, batch)
+        reward_time, timer = time.perf_counter() - timer, time.perf_counter()
+        hp = self.hparams
+        advantages = group_advantages(rewards["total"], hp.group_size, hp.advantage_scale, hp.advantage_eps)
+        update_stats = self.update(rollout, advantages)
+        update_time = time.perf_counter() - timer
+
+        stats = {**self.reward_stats(rewards, advantages), **update_stats, **rollout.stats()}
+        stats.update({
+            "time/rollout": rollout_time,
+            "time/rewards": reward_time,
+            "time/update": update_time,
+            "throughput/rollout_tokens_per_s": rollout.num_tokens() / max(rollout_time, 1e-9),
+        })
+        self.log_dict({k: float(v) for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=len(batch))
+        every = hp.log_media_every_n_steps
+        if every and batch_idx % every == 0:
+            log_media(self.logger, self.global_step, batch, rollout, rewards, hp.group_size)
+
+    @torch.no_grad()
+    def rollout(self, batch: TripletBatch) -> Rollout:
+        """Sample G outputs per example for each task that has rewards; record pi_old (and ref) log-probs."""
+        g = self.hparams.group_size
+        self.policy.eval()
+        image = text = None
+        if self.text_rewards:
+            ids, mask, image_embeds, real = self.policy.understanding_prompts(
+                batch.qa_problem, batch.qa_type, batch.real_image
+            )
+            text = self.policy.sample_texts(ids, mask, image_embeds, g)
+        else:
+            real = self.policy.pixel_values(batch.real_image)
+        if self.image_rewards:
+            image = self.policy.sample_images(batch.prompt, g)
+        rollout = Rollout(image=image, text=text, real_pixels=real, group_size=g)
+        if self.reference is not None:
+            rollout.ref_image_logps, rollout.ref_text_logps = self._logprobs(rollout, self.reference)
+        return rollout
+
+    def _logprobs(self, rollout: Rollout, reference=None, rows: torch.Tensor | None = None):
+        """Training log-probs of the (sub-)rollout's image and text tokens; None for an absent task."""
+        image, text = rollout.part("image", rows), rollout.part("text", rows)
+        image_logps = self.policy.image_logprobs(image, reference) if image is not None else None
+        text_logps = self.policy.text_logprobs(text, reference) if text is not None else None
+        return image_logps, text_logps
+
+    @torch.no_grad()
+    def score(self, rollout: Rollout, batch: TripletBatch) -> dict[str, torch.Tensor]:
+        """Every reward ``[R]`` by name, plus the weighted ``image``, ``text`` and paired ``total``."""
+        out: dict[str, torch.Tensor] = {}
+        rows = rollout.rows()
+        image_total = torch.zeros(len(rows), device=self.device)
+        text_total = torch.zeros_like(image_total)
+        if rollout.image is not None:
+            prompts = [batch.prompt[i] for i in (rows // rollout.group_size).tolist()]
+            real = rollout.real_pixels[rows // rollout.group_size]
+            for reward in self.image_rewards:
+                value = _call_reward(reward.name, reward, rollout.image.pixels, real_images=real, prompts=prompts,
+                                     tokens=rollout.image.tokens)
+                out[reward.name] = value.to(self.device).float()
+                image_total += reward.weight * torch.nan_to_num(out[reward.name], nan=0.0)
+        if rollout.text is not None:
+            columns = {k: [v[i] for i in (rows // rollout.group_size).tolist()] for k, v in batch.text_columns().items()}
+            for reward in self.text_rewards:
+                out[reward.name] = _call_reward(reward.name, reward, rollout.text.texts, **columns).to(self.device)
+                text_total += reward.weight * torch.nan_to_num(out[reward.name], nan=0.0)
+        out["image"], out["text"] = image_total, text_total
+        out["total"] = image_total + self.hparams.text_weight * text_total
+        return out
+
+    def update(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
+        """``mu`` optimiser steps over the rollout, each accumulating over micro-batches of rows."""
+        hp = self.hparams
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        totals = rollout.token_counts()
+        sums: dict[str, float] = {}
+        for _ in range(hp.mu):
+            optimizer.zero_grad(set_to_none=True)
+            for rows in rollout.rows().split(hp.micro_batch_size):
+                loss, metrics = self.micro_batch_loss(rollout, advantages, rows, totals)
+                self.manual_backward(loss)
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + float(value) / hp.mu
+            params = [p for p in self.policy.llm.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) / hp.mu
+            if hp.grad_clip > 0:
+                self.clip_gradients(optimizer, gradient_clip_val=hp.grad_clip, gradient_clip_algorithm="norm")
+            optimizer.step()
+            scheduler.step()
+        sums["lr"] = scheduler.get_last_lr()[0]
+        return sums
+
+    def micro_batch_loss(
+        self, rollout: Rollout, advantages: torch.Tensor, rows: torch.Tensor, totals: dict[str, tuple[int, int]]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of the pairs in ``rows``: image-token term + text-token term, both with A_i.
+
+        Each term is weighted by the micro-batch's share of the rollout's tokens (``token``
+        aggregation) or rows (``sequence``), so the micro-batches add up to the full-batch loss.
+        """
+        hp = self.hparams
+        image_logps, text_logps = self._logprobs(rollout, rows=rows)
+        loss = torch.zeros((), device=self.device)
+        metrics: dict[str, torch.Tensor] = {}
+        for task, logps in (("image", image_logps), ("text", text_logps)):
+            if logps is None:
+                continue
+            part = rollout.part(task, rows)
+            ref = rollout.ref_logps(task)
+            task_loss, task_metrics = policy_loss(
+                logps, part.old_logps, advantages[rows], part.mask,
+                ref_logps=None if ref is None else ref[rows], beta=hp.beta,
+                eps_low=hp.eps_low, eps_high=hp.eps_high, aggregation=hp.aggregation,
+            )
+            tokens, total_tokens = int(part.mask.sum()), totals[task][0]
+            share = tokens / max(total_tokens, 1) if hp.aggregation == "token" else len(rows) / totals[task][1]
+            loss = loss + share * task_loss
+            metrics[f"loss/{task}"] = share * task_loss.detach()
+            metrics.update({f"{task}/{k}": share * v for k, v in task_metrics.items()})
+        metrics["loss/total"] = loss.detach()
+        return loss, metrics
+
+    @staticmethod
+    def reward_stats(rewards: dict[str, torch.Tensor], advantages: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mean, std and NaN count of every reward, and advantage statistics."""
+        stats = {}
+        for name, value in rewards.items():
+            valid = value[~value.isnan()]
+            stats[f"reward/{name}/mean"] = valid.mean() if valid.numel() else value.new_tensor(float("nan"))
+            stats[f"reward/{name}/std"] = valid.std() if valid.numel() > 1 else value.new_zeros(())
+            if valid.numel() < value.numel():
+                stats[f"reward/{name}/nan_count"] = value.new_tensor(float(value.numel() - valid.numel()))
+        stats["advantage/mean"] = advantages.mean()
+        stats["advantage/std"] = advantages.std() if advantages.numel() > 1 else advantages.new_zeros(())
+        stats["advantage/abs_mean"] = advantages.abs().mean()
+        return stats
+
+    # ------------------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches * hp.mu
+        schedule = _lr_lambda(hp.warmup_steps, int(total), hp.lr_schedule)
+        return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)]
+
+
+def _lr_lambda(warmup: int, total: int, kind: str):
+    """Multiplier of the peak LR at an optimiser step: linear warmup, then constant or cosine to 0."""
+    if kind not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {kind!r}")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _call_reward(name: str, reward, *args, **kwargs) -> torch.Tensor:
+    """Run one reward; an exception inside it stops the run with the reward's name in the message."""
+    try:
+        value = reward(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise RuntimeError(f"reward {name!r} failed: {err}") from err
+    return torch.as_tensor(value, dtype=torch.float32)

@@ -1,0 +1,302 @@
+"""The Janus policy: group sampling for both tasks, training log-probs, decoding.
+
+Everything that knows about transformers' Janus classes, the processor and the chat template lives
+here, so the LightningModule only sees rollouts and log-prob tensors.
+
+Log-prob convention (the public reference code gets this wrong): the token at position k is
+scored from the hidden state at k - 1, with the same temperature (and, in ``cfg`` mode, the same
+guided logits) it was sampled with, so the first training pass reproduces the sampling log-probs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from transformers import StaticCache
+
+from corl.data.templates import question_prompt
+from corl.modules.rollout import ImageRollout, TextRollout
+
+ImageLogprobMode = Literal["conditional", "cfg"]
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Rotary positions for left-padded rows: 0 at the first real token, padding clamped to 0."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / T) at ``tokens``; float32 so sampling and training agree to 1e-4."""
+    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
+    return torch.log_softmax(scaled, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def sample_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Multinomial sample at ``temperature``; greedy when it is 0."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+class JanusPolicy(nn.Module):
+    """A Janus model and its processor, with RL sampling and scoring for images and text.
+
+    Args:
+        model: a ``JanusForConditionalGeneration``.
+        processor: its ``JanusProcessor`` (tokenizer with chat template, image processor).
+        cfg_weight: classifier-free guidance weight w for images: logits u + w * (c - u).
+        image_temperature: sampling temperature of image tokens (also used to score them).
+        text_temperature: sampling temperature of answers (also used to score them).
+        max_completion_tokens: the length limit of a text answer.
+        image_logprob_mode: ``"cfg"`` scores image tokens with the guided logits they were sampled
+            from (needs the unconditional rows in the training forward); ``"conditional"`` with the
+            conditional logits only (cheaper; then pi_old is the conditional distribution too).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        processor,
+        *,
+        cfg_weight: float = 5.0,
+        image_temperature: float = 1.0,
+        text_temperature: float = 1.0,
+        max_completion_tokens: int = 512,
+        image_logprob_mode: ImageLogprobMode = "cfg",
+    ) -> None:
+        super().__init__()
+        if image_logprob_mode not in ("conditional", "cfg"):
+            raise ValueError(f"image_logprob_mode must be 'conditional' or 'cfg', got {image_logprob_mode!r}")
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.cfg_weight = cfg_weight
+        self.image_temperature = image_temperature
+        self.text_temperature = text_temperature
+        self.max_completion_tokens = max_completion_tokens
+        self.image_logprob_mode = image_logprob_mode
+        # Only the LLM learns; vision tower, aligners, VQ model, generation embedding and head stay frozen.
+        self.model.requires_grad_(False)
+        self.llm.requires_grad_(True)
+        self.model.eval()
+
+    # ----------------------------------------------------------------------------------- plumbing
+    @property
+    def llm(self) -> nn.Module:
+        """The trained language model (decoder stack with its token embedding)."""
+        return self.model.model.language_model
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.model.config.vision_config.num_image_tokens
+
+    def _encode_text(self, texts: list[str], images: list[Image.Image] | None = None, image_mode: bool = False):
+        kwargs = {"images": images} if images is not None else {}
+        if image_mode:
+            kwargs["generation_mode"] = "image"
+        enc = self.processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _chat(self, content: list[dict]) -> str:
+        conversation = [{"role": "user", "content": content}]
+        return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+    def _embed_prompt(self, ids: torch.Tensor, image_embeds: torch.Tensor | None, llm: nn.Module | None = None):
+        """Token embeddings ``[R, L, D]`` with the real images' features at the image placeholders."""
+        embeds = (llm if llm is not None else self.llm).get_input_embeddings()(ids)
+        if image_embeds is not None:
+            slots = (ids == self.model.config.image_token_id).unsqueeze(-1)
+            embeds = embeds.masked_scatter(slots, image_embeds.to(embeds.dtype))
+        return embeds
+
+    def _embed_image_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.prepare_embeddings_for_image_generation(tokens)
+
+    def trained_modules(self) -> nn.ModuleDict:
+        """The modules RL changes: the LLM and its text head (possibly tied to its embedding)."""
+        return nn.ModuleDict({"llm": self.llm, "lm_head": self.model.lm_head})
+
+    def make_reference(self) -> nn.ModuleDict:
+        """A frozen copy of the trained modules; the frozen towers and heads are shared, not copied."""
+        reference = copy.deepcopy(self.trained_modules())  # deepcopy keeps a head/embedding tie
+        return reference.requires_grad_(False).eval()
+
+    def _forward(self, embeds: torch.Tensor, mask: torch.Tensor, llm: nn.Module) -> torch.Tensor:
+        """Last hidden states of a full (non-cached) forward pass."""
+        return llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask)).last_hidden_state
+
+    @torch.no_grad()
+    def _decode(
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        steps: int,
+        step_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
+        """One batched decode loop with a static KV cache, shared by both tasks.
+
+        ``step_fn`` maps the last hidden states ``[rows, D]`` to the embeddings of the next input
+        ``[rows, 1, D]`` and a boolean ``[rows]`` that is true once every row is done; it records
+        the sampled tokens itself. Returns the final attention mask.
+        """
+        rows, length = mask.shape
+        cache = StaticCache(config=self.llm.config, max_cache_len=length + steps)
+        positions = positions_from_mask(mask)
+        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        hidden = out.last_hidden_state[:, -1]
+        for step in range(steps):
+            next_embeds, done = step_fn(hidden)
+            if step == steps - 1 or bool(done.all()):
+                break
+            mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self.llm(
+                inputs_embeds=next_embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+            )
+            hidden = out.last_hidden_state[:, -1]
+        return mask
+
+    # ------------------------------------------------------------------------------- image side
+    def generation_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Conditional ids, mask and the Janus unconditional ids (only BOS and BOI kept) for T2I."""
+        enc = self._encode_text([self._chat([{"type": "text", "text": p}]) for p in prompts], image_mode=True)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        keep = (ids == self.tokenizer.bos_token_id) | (ids == self.tokenizer.convert_tokens_to_ids(self.processor.image_start_token))
+        uncond = torch.where(keep | (mask == 0), ids, torch.full_like(ids, self.tokenizer.pad_token_id))
+        return ids, mask, uncond
+
+    def _guided(self, cond_logits: torch.Tensor, uncond_logits: torch.Tensor) -> torch.Tensor:
+        return uncond_logits + self.cfg_weight * (cond_logits - uncond_logits)
+
+    @torch.no_grad()
+    def sample_images(self, prompts: list[str], group_size: int) -> ImageRollout:
+        """G images per prompt in one decode loop over ``2 * B * G`` rows (conditional + unconditional)."""
+        ids, mask, uncond = (t.repeat_interleave(group_size, dim=0) for t in self.generation_prompts(prompts))
+        rows, n = ids.shape[0], self.num_image_tokens
+        tokens = ids.new_zeros(rows, n)
+        sample_logps = torch.zeros(rows, n, device=ids.device)
+        cond_logps = torch.zeros_like(sample_logps)
+        head = self.model.model.generation_head
+        step = 0
+
+        def step_fn(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal step
+            logits = head(hidden).float()  # [2R, V]
+            cond, guided = logits[:rows], self._guided(logits[:rows], logits[rows:])
+            token = sample_from_logits(guided, self.image_temperature)
+            tokens[:, step] = token
+            sample_logps[:, step] = token_logps(guided, token, self.image_temperature)
+            cond_logps[:, step] = token_logps(cond, token, self.image_temperature)
+            step += 1
+            return self._embed_image_tokens(token.repeat(2)).unsqueeze(1), token.new_zeros(rows, dtype=torch.bool)
+
+        both_ids, both_mask = torch.cat([ids, uncond]), torch.cat([mask, mask])
+        self._decode(self._embed_prompt(both_ids, None), both_mask, n, step_fn)
+        old = sample_logps if self.image_logprob_mode == "cfg" else cond_logps
+        return ImageRollout(ids, mask, uncond, tokens, old, self.decode_images(tokens))
+
+    @torch.no_grad()
+    def decode_images(self, tokens: torch.Tensor) -> torch.Tensor:
+        """VQ-decode image tokens ``[R, N]`` to pixels ``[R, 3, H, W]`` in [-1, 1], on the device."""
+        return self.model.model.vqmodel.decode(tokens).float().clamp(-1.0, 1.0)
+
+    def image_logprobs(self, rollout: ImageRollout, reference: nn.ModuleDict | None = None) -> torch.Tensor:
+        """Training log-probs ``[R, N]`` of the rollout's image tokens: one forward per micro-batch.
+
+        With ``reference`` (from ``make_reference``) the same tokens are scored by the frozen copy.
+        """
+        weights = reference if reference is not None else self.trained_modules()
+        n = rollout.tokens.shape[1]
+        length = rollout.prompt_ids.shape[1]
+        ids, mask = rollout.prompt_ids, rollout.prompt_mask
+        if self.image_logprob_mode == "cfg":
+            ids, mask = torch.cat([ids, rollout.uncond_ids]), torch.cat([mask, mask])
+        tokens = rollout.tokens.repeat(ids.shape[0] // rollout.tokens.shape[0], 1)
+        # Inputs are prompt + tokens[:-1]: the state at position L-1 (<begin_of_image>) predicts token 0.
+        prompt = self._embed_prompt(ids, None, weights["llm"])
+        embeds = torch.cat([prompt, self._embed_image_tokens(tokens[:, :-1])], dim=1)
+        full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], n - 1)], dim=1)
+        hidden = self._forward(embeds, full_mask, weights["llm"])[:, length - 1 :]  # [rows, N, D]
+        logits = self.model.model.generation_head(hidden).float()
+        if self.image_logprob_mode == "cfg":
+            cond, uncond = logits.chunk(2)
+            logits = self._guided(cond, uncond)
+        return token_logps(logits, rollout.tokens, self.image_temperature)
+
+    # -------------------------------------------------------------------------------- text side
+    @torch.no_grad()
+    def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
+        """The processor's pixels ``[B, 3, H, W]`` in [-1, 1] for real images, on the device."""
+        pixels = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
+        return pixels["pixel_values"].to(self.device).float()
+
+    @torch.no_grad()
+    def understanding_prompts(
+        self, questions: list[str], qa_types: list[str], images: list[Image.Image]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Ids, mask, image features ``[B, N_img, D]`` (tower run once per image) and pixels in [-1, 1]."""
+        texts = [self._chat([{"type": "image"}, {"type": "text", "text": question_prompt(q, t)}])
+                 for q, t in zip(questions, qa_types, strict=True)]
+        enc = self._encode_text(texts, images=[im.convert("RGB") for im in images])
+        pixels = enc["pixel_values"].to(self.model.dtype)
+        image_embeds = self.model.model.get_image_features(pixels).pooler_output  # [B, N_img, D]
+        return enc["input_ids"], enc["attention_mask"], image_embeds, pixels.float()
+
+    @torch.no_grad()
+    def sample_texts(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, image_embeds: torch.Tensor, group_size: int
+    ) -> TextRollout:
+        """G answers per example in one decode loop; each image's features are computed once and shared."""
+        example_index = torch.arange(prompt_ids.shape[0], device=prompt_ids.device).repeat_interleave(group_size)
+        ids, mask = prompt_ids[example_index], prompt_mask[example_index]
+        rows, limit = ids.shape[0], self.max_completion_tokens
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        completion = ids.new_full((rows, limit), pad)
+        logps = torch.zeros(rows, limit, device=ids.device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=ids.device)
+        valid = torch.zeros(rows, limit, dtype=torch.bool, device=ids.device)
+        step = 0
+
+        def step_fn(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal step
+            logits = self.model.lm_head(hidden).float()
+            token = sample_from_logits(logits, self.text_temperature)
+            token = torch.where(finished, torch.full_like(token, pad), token)
+            valid[:, step] = ~finished
+            completion[:, step] = token
+            logps[:, step] = token_logps(logits, token, self.text_temperature)
+            finished.logical_or_(token == eos)
+            step += 1
+            return self.llm.get_input_embeddings()(token).unsqueeze(1), finished
+
+        self._decode(self._embed_prompt(ids, image_embeds[example_index]), mask, limit, step_fn)
+        used = int(valid.sum(1).max().item()) if valid.any() else 1
+        completion, valid, logps = completion[:, :used], valid[:, :used], logps[:, :used]
+        texts = self.tokenizer.batch_decode(completion.masked_fill(~valid, pad), skip_special_tokens=True)
+        return TextRollout(ids, mask, example_index, image_embeds, completion, valid.long(),
+                           logps.masked_fill(~valid, 0.0), texts, finished.clone())
+
+    def text_logprobs(self, rollout: TextRollout, reference: nn.ModuleDict | None = None) -> torch.Tensor:
+        """Training log-probs ``[R, T]`` of the rollout's answer tokens: one forward per micro-batch."""
+        weights = reference if reference is not None else self.trained_modules()
+        length = rollout.prompt_ids.shape[1]
+        t = rollout.completion_ids.shape[1]
+        prompt = self._embed_prompt(rollout.prompt_ids, rollout.image_embeds[rollout.example_index], weights["llm"])
+        answer = weights["llm"].get_input_embeddings()(rollout.completion_ids[:, :-1])
+        # The state at the prompt's last position scores completion token 0 (shift by one).
+        embeds = torch.cat([prompt, answer], dim=1)
+        mask = torch.cat([rollout.prompt_mask, rollout.prompt_mask.new_ones(prompt.shape[0], t - 1)], dim=1)
+        hidden = self._forward(embeds, mask, weights["llm"])[:, length - 1 :]
+        logps = token_logps(weights["lm_head"](hidden), rollout.completion_ids, self.text_temperature)
+        return logps.masked_fill(~rollout.mask, 0.0)

@@ -1,0 +1,77 @@
+"""The two reward interfaces: model-backed image rewards (classes) and text rewards (TRL functions)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from corl.modules.rewards import text
+
+TEXT_REWARDS: dict[str, Callable[..., list[float]]] = {
+    "format": text.format_reward,
+    "accuracy": text.accuracy_reward,
+    "mcq_accuracy": text.mcq_accuracy_reward,
+    "oe_accuracy": text.oe_accuracy_reward,
+}
+
+
+class ImageReward:
+    """Scores a batch of generated images. Subclasses load their scorer once, lazily, on first use.
+
+    Args:
+        weight: the reward's weight in the image part of the total reward.
+        name: how it is logged; defaults to the class's ``default_name``.
+    """
+
+    default_name = "image"
+
+    def __init__(self, weight: float = 1.0, name: str | None = None) -> None:
+        self.weight = weight
+        self.name = name or self.default_name
+
+    def __call__(
+        self, images: torch.Tensor, *, real_images: torch.Tensor, prompts: Sequence[str], tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Rewards ``[R]`` for ``images`` ``[R, 3, H, W]`` in [-1, 1] (``real_images`` matches row for row)."""
+        raise NotImplementedError
+
+
+class TextReward:
+    """A text reward in the TRL convention, named in the YAML.
+
+    Args:
+        fn: a built-in name (``format``, ``accuracy``, ``mcq_accuracy``, ``oe_accuracy``) or an import
+            path ``package.module:function`` to a function ``fn(completions, **columns) -> list[float]``.
+        weight: the reward's weight in the text part of the total reward (before lambda).
+        name: how it is logged; defaults to ``fn``.
+        kwargs: extra keyword arguments for the function, e.g. ``{"lenient": true}`` for accuracy.
+    """
+
+    def __init__(self, fn: str, weight: float = 1.0, name: str | None = None, kwargs: dict[str, Any] | None = None):
+        self.fn = resolve_text_reward(fn)
+        self.weight = weight
+        self.name = name or fn.rsplit(":", 1)[-1]
+        self.kwargs = dict(kwargs or {})
+
+    def __call__(self, completions: Sequence[str], **columns: Sequence[Any]) -> torch.Tensor:
+        """Rewards ``[R]`` as float32."""
+        scores = self.fn(list(completions), **columns, **self.kwargs)
+        if len(scores) != len(completions):
+            raise ValueError(f"text reward {self.name!r} returned {len(scores)} scores for {len(completions)} completions")
+        return torch.tensor([float("nan") if s is None else float(s) for s in scores], dtype=torch.float32)
+
+
+def resolve_text_reward(fn: str) -> Callable[..., list[float]]:
+    """A built-in reward by name, or a function by ``module:function`` import path."""
+    if fn in TEXT_REWARDS:
+        return TEXT_REWARDS[fn]
+    if ":" not in fn:
+        raise ValueError(f"unknown text reward {fn!r}: use one of {sorted(TEXT_REWARDS)} or 'package.module:function'")
+    module, _, name = fn.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import text reward {fn!r}: {err}") from err

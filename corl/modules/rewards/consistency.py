@@ -1,0 +1,93 @@
+"""Image consistency 1 - LPIPS(real, generated): the perceptual half of the cycle-consistency reward."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from corl.modules.rewards.base import ImageReward
+
+# torchvision checkpoints that lpips' trunks load from the torch hub cache.
+TRUNK_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+
+
+class ImageConsistencyReward(ImageReward):
+    """1 - LPIPS between the real image and each generated image, batched on the device.
+
+    Args:
+        net: the LPIPS trunk, ``alex`` or ``vgg``.
+        random_trunk: use a randomly initialised trunk. Only for the embedded default, where no
+            ImageNet weights exist; a real config must leave it false and provide the weights.
+        trunk_path: a torchvision checkpoint of the trunk; defaults to the torch hub cache
+            (``$TORCH_HOME/hub/checkpoints``).
+        resolution: images are resized to this square size before scoring (LPIPS is calibrated
+            on 64 px patches; larger sizes cost more and change little).
+        weight: weight in the image reward.
+        name: log name.
+    """
+
+    default_name = "consistency"
+
+    def __init__(
+        self,
+        net: Literal["alex", "vgg"] = "alex",
+        random_trunk: bool = False,
+        trunk_path: str | None = None,
+        resolution: int = 224,
+        weight: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(weight, name)
+        if net not in TRUNK_FILES:
+            raise ValueError(f"LPIPS net must be one of {sorted(TRUNK_FILES)}, got {net!r}")
+        self.net, self.random_trunk, self.resolution = net, random_trunk, resolution
+        self.trunk_path = None if random_trunk else self._find_trunk(trunk_path)
+        self._metric = None
+
+    def _find_trunk(self, trunk_path: str | None) -> Path:
+        path = Path(trunk_path) if trunk_path else Path(torch.hub.get_dir()) / "checkpoints" / TRUNK_FILES[self.net]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"LPIPS {self.net} trunk weights not found at {path}. Put torchvision's {TRUNK_FILES[self.net]} there "
+                f"(e.g. run `python -c \"import torchvision; torchvision.models.{'alexnet' if self.net == 'alex' else 'vgg16'}"
+                f"(weights='DEFAULT')\"` on a machine with internet and copy {torch.hub.get_dir()}), or set trunk_path. "
+                "Only the embedded demo may set random_trunk: true."
+            )
+        return path
+
+    def _load(self, device: torch.device):
+        import lpips  # heavy; imported only when the reward is used
+
+        metric = lpips.LPIPS(net=self.net, pnet_rand=True, verbose=False)  # never downloads
+        if self.trunk_path is not None:
+            trunk = torch.load(self.trunk_path, map_location="cpu", weights_only=True)
+            features = {k.removeprefix("features."): v for k, v in trunk.items() if k.startswith("features.")}
+            slices = {}
+            for module_name, module in metric.net.named_children():  # slice1..sliceN hold features[i]
+                for idx, _ in module.named_children():
+                    for param in ("weight", "bias"):
+                        key = f"{idx}.{param}"
+                        if key in features:
+                            slices[f"{module_name}.{idx}.{param}"] = features[key]
+            missing = metric.net.load_state_dict(slices, strict=False).missing_keys
+            if missing:
+                raise RuntimeError(f"LPIPS trunk {self.trunk_path} does not match the {self.net} trunk: missing {missing}")
+        return metric.eval().requires_grad_(False).to(device)
+
+    @torch.no_grad()
+    def __call__(
+        self, images: torch.Tensor, *, real_images: torch.Tensor, prompts: Sequence[str], tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """``1 - LPIPS`` per row, clamped to [0, 1]."""
+        if self._metric is None:
+            self._metric = self._load(images.device)
+        size = (self.resolution, self.resolution)
+        generated = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+        real = F.interpolate(real_images.float().to(images.device), size=size, mode="bilinear", align_corners=False)
+        distance = self._metric(generated, real, normalize=False).flatten()
+        return (1.0 - distance).clamp(0.0, 1.0)
+

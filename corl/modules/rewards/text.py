@@ -1,0 +1,161 @@
+"""Verifiable text rewards in the TRL convention: ``fn(completions, **columns) -> list[float]``.
+
+``columns`` are the example's dataset columns, one entry per completion (``qa_solution``,
+``qa_type``, ``qa_problem``...). Unknown columns are ignored so every reward can be called the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from fractions import Fraction
+from typing import Any, Sequence
+
+_FORMAT = re.compile(r"\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>(?:(?!</?think>|</?answer>).)*</answer>\s*", re.S)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+_OPTION_LINE = re.compile(r"(?:^|\s)\(?([A-Z])[.):]\s*(.+?)(?=\s+\(?[A-Z][.):]\s|\n|$)", re.M)
+_LETTER_FORMS = (
+    re.compile(r"^\(?([A-Z])\)?[.:)]?$"),  # B  B.  (B)  B)  B:
+    re.compile(r"^(?:the\s+)?(?:correct\s+)?(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?[.:)]?(?:\s|$)", re.I),
+    re.compile(r"^\(?([A-Z])[.:)]\s+\S"),  # "B. the text of option B"
+)
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_ARTICLES = {"a", "an", "the"}
+
+
+def extract_answer(completion: str) -> str | None:
+    """The text inside the last ``<answer>…</answer>`` block, or None when there is none."""
+    found = _ANSWER.findall(completion)
+    return found[-1].strip() if found else None
+
+
+def format_reward(completions: Sequence[str], **columns: Any) -> list[float]:
+    """1.0 for exactly one ``<think>`` block followed by exactly one ``<answer>`` block, else 0.0."""
+    return [1.0 if _FORMAT.fullmatch(c) else 0.0 for c in completions]
+
+
+def _answer_or_fallback(completion: str, lenient: bool) -> str | None:
+    answer = extract_answer(completion)
+    if answer is None and lenient:
+        answer = completion.strip()
+    return answer
+
+
+def _options(problem: str) -> dict[str, str]:
+    """Option letter -> option text, read from a question such as ``Options: A. x B. y``."""
+    return {m.group(1): m.group(2).strip() for m in _OPTION_LINE.finditer(problem or "")}
+
+
+def _letter(answer: str) -> str | None:
+    answer = answer.strip()
+    for form in _LETTER_FORMS:
+        m = form.match(answer)
+        if m:
+            return m.group(1).upper()
+    return None
+
+
+def _named_letters(answer: str) -> set[str]:
+    """Every standalone capital letter the answer names; more than one means a hedge."""
+    return set(re.findall(r"(?<![A-Za-z])\(?([A-Z])\)?(?![A-Za-z])", answer))
+
+
+def mcq_choice(answer: str, options: dict[str, str]) -> str | None:
+    """The single option an answer picks (by letter or by the option's text), else None."""
+    if len(_named_letters(answer) & (set(options) or set(string.ascii_uppercase))) > 1:
+        return None  # "A or B" names several options: a hedge scores nothing
+    letter = _letter(answer)
+    if letter is not None:
+        return letter
+    norm = normalize_answer(answer)
+    matches = [k for k, text in options.items() if normalize_answer(text) == norm]
+    return matches[0] if len(matches) == 1 else None
+
+
+def mcq_accuracy_reward(
+    completions: Sequence[str],
+    qa_solution: Sequence[str],
+    qa_problem: Sequence[str] | None = None,
+    lenient: bool = False,
+    **columns: Any,
+) -> list[float]:
+    """1.0 when the answer picks the correct option (letter in its common spellings, or its text).
+
+    Args:
+        completions: the model's outputs.
+        qa_solution: ground truth per completion; its ``<answer>`` block is used if present.
+        qa_problem: the question text, to read option texts from (optional).
+        lenient: when no ``<answer>`` block exists, grade the whole completion instead of scoring 0.
+        **columns: other dataset columns, ignored.
+    """
+    problems = qa_problem if qa_problem is not None else [""] * len(completions)
+    scores = []
+    for completion, solution, problem in zip(completions, qa_solution, problems, strict=True):
+        options = _options(problem)
+        truth = mcq_choice(extract_answer(solution) or solution, options)
+        answer = _answer_or_fallback(completion, lenient)
+        scores.append(1.0 if answer is not None and truth is not None and mcq_choice(answer, options) == truth else 0.0)
+    return scores
+
+
+def _fraction(text: str) -> str | None:
+    """Canonical form of a simple or LaTeX fraction or a number, so 1/2, \\frac{1}{2}, 0.5 agree."""
+    text = text.replace(" ", "")
+    m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", text) or re.fullmatch(r"(-?\d+)/(-?\d+)", text)
+    try:
+        value = Fraction(int(m.group(1)), int(m.group(2))) if m else Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return str(value)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no math delimiters, punctuation or articles, number words as digits, fractions canonical."""
+    text = text.strip().replace("$", "")
+    text = re.sub(r"\\(?:text|mathrm)\{([^}]*)\}", r"\1", text)
+    number = _fraction(text)
+    if number is not None:
+        return number
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in string.punctuation or ch in "/.-")
+    text = text.strip(".")
+    words = [_NUMBER_WORDS.get(w, w) for w in text.split() if w not in _ARTICLES]
+    words = [_fraction(w) or w for w in words]
+    return " ".join(words)
+
+
+def oe_accuracy_reward(
+    completions: Sequence[str], qa_solution: Sequence[str], lenient: bool = False, **columns: Any
+) -> list[float]:
+    """1.0 when the normalised answer equals the normalised ground truth (see ``normalize_answer``)."""
+    scores = []
+    for completion, solution in zip(completions, qa_solution, strict=True):
+        answer = _answer_or_fallback(completion, lenient)
+        truth = normalize_answer(extract_answer(solution) or solution)
+        scores.append(1.0 if answer is not None and normalize_answer(answer) == truth else 0.0)
+    return scores
+
+
+def accuracy_reward(
+    completions: Sequence[str],
+    qa_solution: Sequence[str],
+    qa_type: Sequence[str],
+    qa_problem: Sequence[str] | None = None,
+    lenient: bool = False,
+    **columns: Any,
+) -> list[float]:
+    """Dispatch per item on ``qa_type``: ``"MC"`` is multiple choice, anything else open-ended."""
+    problems = qa_problem if qa_problem is not None else [""] * len(completions)
+    scores = []
+    for completion, solution, kind, problem in zip(completions, qa_solution, qa_type, problems, strict=True):
+        if str(kind).strip().upper() == "MC":
+            scores += mcq_accuracy_reward([completion], [solution], [problem], lenient=lenient)
+        else:
+            scores += oe_accuracy_reward([completion], [solution], lenient=lenient)
+    return scores
