@@ -72,8 +72,13 @@ def make_scene(seed: int, index: int, image_size: int = 64) -> Triplet:
         solution, qa_type = f"<answer>{NUMBER_WORDS[count]}</answer>", "counting"
     else:
         colour, shape = rng.choice(objects)
-        problem = f"Which shape is {colour}?"
-        solution, qa_type = f"<answer>{shape}</answer>", "attribute"
+        same = sum(c == colour for c, _ in objects)
+        if same == 1:
+            problem = f"Which shape is {colour}?"
+            solution, qa_type = f"<answer>{shape}</answer>", "attribute"
+        else:  # several shapes share this colour, so "which shape" has no single answer: count them
+            problem = f"How many {colour} shapes are in the image?"
+            solution, qa_type = f"<answer>{NUMBER_WORDS[same]}</answer>", "counting"
     return Triplet(_caption(objects, background), image, problem, solution, qa_type)
 
 

@@ -32,7 +32,7 @@ def data_files(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder")
-    files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES)
+    files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{path}: no {' or '.join(SUFFIXES)} files in this folder")
     return files
@@ -44,13 +44,17 @@ def _read_rows(file: Path) -> list[dict[str, Any]]:
 
         return pq.read_table(file).to_pylist()
     rows = []
-    with file.open() as handle:
-        for number, line in enumerate(handle):
+    with file.open(encoding="utf-8") as handle:
+        for line in handle:
             if line.strip():
+                number = len(rows)  # blank lines are skipped, so row numbers match those of later errors
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise DataError(f"{file}, row {number}: invalid JSON ({err})") from err
+                if not isinstance(row, dict):
+                    raise DataError(f"{file}, row {number}: expected a JSON object, got {type(row).__name__}")
+                rows.append(row)
     return rows
 
 

@@ -128,6 +128,11 @@ def build_tiny_janus(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = JanusForConditionalGeneration(config)
+        # At the default init (std 0.02) the frozen generation head maps any hidden state to nearly
+        # uniform logits, so no change of the LLM could steer image sampling. Fan-in scaling gives
+        # logits of order one, as a trained head has.
+        for layer in (model.model.generation_head.proj_out, model.model.generation_head.vision_head):
+            torch.nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
     image_processor = JanusImageProcessor(
         size={"height": image_size, "width": image_size},
         image_mean=[0.5, 0.5, 0.5],

@@ -43,17 +43,23 @@ class TextReward:
     """A text reward in the TRL convention, named in the YAML.
 
     Args:
-        fn: a built-in name (``format``, ``accuracy``, ``mcq_accuracy``, ``oe_accuracy``) or an import
-            path ``package.module:function`` to a function ``fn(completions, **columns) -> list[float]``.
+        fn: a built-in name (``format``, ``accuracy``, ``mcq_accuracy``, ``oe_accuracy``), an import
+            path ``package.module:function``, or the function ``fn(completions, **columns) -> list[float]``.
         weight: the reward's weight in the text part of the total reward (before lambda).
         name: how it is logged; defaults to ``fn``.
         kwargs: extra keyword arguments for the function, e.g. ``{"lenient": true}`` for accuracy.
     """
 
-    def __init__(self, fn: str, weight: float = 1.0, name: str | None = None, kwargs: dict[str, Any] | None = None):
-        self.fn = resolve_text_reward(fn)
+    def __init__(
+        self,
+        fn: str | Callable[..., list[float]],
+        weight: float = 1.0,
+        name: str | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.fn = resolve_text_reward(fn) if isinstance(fn, str) else fn
         self.weight = weight
-        self.name = name or fn.rsplit(":", 1)[-1]
+        self.name = name or (fn.rsplit(":", 1)[-1] if isinstance(fn, str) else fn.__name__)
         self.kwargs = dict(kwargs or {})
 
     def __call__(self, completions: Sequence[str], **columns: Sequence[Any]) -> torch.Tensor:

@@ -16,7 +16,8 @@ _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _OPTION_LINE = re.compile(r"(?:^|\s)\(?([A-Z])[.):]\s*(.+?)(?=\s+\(?[A-Z][.):]\s|\n|$)", re.M)
 _LETTER_FORMS = (
     re.compile(r"^\(?([A-Z])\)?[.:)]?$"),  # B  B.  (B)  B)  B:
-    re.compile(r"^(?:the\s+)?(?:correct\s+)?(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?[.:)]?(?:\s|$)", re.I),
+    # the words in any case, the letter upper case only: "the answer is a cat" does not pick option A
+    re.compile(r"^(?i:the\s+)?(?i:correct\s+)?(?i:answer|option|choice)\s*(?i:is|:)?\s*\(?([A-Z])\)?[.:)]?(?:\s|$)"),
     re.compile(r"^\(?([A-Z])[.:)]\s+\S"),  # "B. the text of option B"
 )
 _NUMBER_WORDS = {
@@ -119,6 +120,7 @@ def normalize_answer(text: str) -> str:
     """Lower case, no math delimiters, punctuation or articles, number words as digits, fractions canonical."""
     text = text.strip().replace("$", "")
     text = re.sub(r"\\(?:text|mathrm)\{([^}]*)\}", r"\1", text)
+    text = re.sub(r"\\[dt]?frac\{\s*(-?\d+)\s*\}\{\s*(-?\d+)\s*\}", r"\1/\2", text)  # also inside a sentence
     number = _fraction(text)
     if number is not None:
         return number

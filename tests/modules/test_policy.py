@@ -1,0 +1,113 @@
+import pytest
+import torch
+
+
+@pytest.mark.parametrize("mode", ["cfg", "conditional"])
+def test_image_training_logprobs_equal_sampling_logprobs(tiny_policy, scenes, mode):
+    policy = tiny_policy(image_logprob_mode=mode)
+    rollout = policy.sample_images([s.prompt for s in scenes], group_size=2)
+    assert rollout.tokens.shape == (6, policy.num_image_tokens)
+    recomputed = policy.image_logprobs(rollout)
+    torch.testing.assert_close(recomputed, rollout.old_logps, atol=1e-4, rtol=0)
+
+
+def test_cfg_and_conditional_logprobs_differ(tiny_policy, scenes):
+    # Proves cfg mode really scores with the guided logits (and conditional mode without them).
+    policy = tiny_policy(image_logprob_mode="cfg", cfg_weight=5.0)
+    rollout = policy.sample_images([s.prompt for s in scenes[:1]], group_size=2)
+    policy.image_logprob_mode = "conditional"
+    assert (policy.image_logprobs(rollout) - rollout.old_logps).abs().max() > 1e-2
+
+
+def test_image_logprob_shift_is_checked(tiny_policy, scenes):
+    # Scoring token k from the state at k (the reference code's off-by-one) must not match.
+    policy = tiny_policy(image_logprob_mode="conditional")
+    rollout = policy.sample_images([s.prompt for s in scenes[:1]], group_size=2)
+    shifted = rollout.rows(torch.arange(2))
+    shifted.tokens = torch.roll(rollout.tokens, 1, dims=1)
+    assert (policy.image_logprobs(shifted)[:, 1:] - rollout.old_logps[:, :-1]).abs().max() > 1e-3
+
+
+def test_text_training_logprobs_equal_sampling_logprobs(tiny_policy, scenes):
+    policy = tiny_policy()
+    ids, mask, embeds, pixels = policy.understanding_prompts(
+        [s.qa_problem for s in scenes], [s.qa_type for s in scenes], [s.real_image for s in scenes]
+    )
+    assert mask[:, 0].min() == 0 or mask.all(), "prompts of different lengths are left-padded"
+    rollout = policy.sample_texts(ids, mask, embeds, group_size=3)
+    assert rollout.completion_ids.shape[0] == 9 and len(rollout.texts) == 9
+    recomputed = policy.text_logprobs(rollout)
+    torch.testing.assert_close(recomputed, rollout.old_logps, atol=1e-4, rtol=0)
+    assert (recomputed[~rollout.mask] == 0).all()
+
+
+def test_text_stops_at_eos_and_masks_the_rest(tiny_policy, scenes):
+    policy = tiny_policy(max_completion_tokens=10)
+    eos = policy.tokenizer.eos_token_id
+    # Make each row emit EOS with probability ~0.4 at every step, so rows end at different lengths.
+    def push_eos(module, inputs, logits):
+        logits[..., eos] += 100.0 * torch.bernoulli(torch.full(logits.shape[:-1], 0.4))
+        return logits
+
+    policy.model.lm_head.register_forward_hook(push_eos)
+    ids, mask, embeds, _ = policy.understanding_prompts([scenes[0].qa_problem], ["MC"], [scenes[0].real_image])
+    rollout = policy.sample_texts(ids, mask, embeds, group_size=4)
+    lengths = rollout.completion_mask.sum(1)
+    assert rollout.completion_ends_with_eos.all()
+    assert len(set(lengths.tolist())) > 1 and lengths.max() < 10
+    for row, length in enumerate(lengths.tolist()):
+        assert rollout.completion_ids[row, length - 1] == eos  # EOS is the last valid token
+        assert (rollout.completion_ids[row, length:] == policy.tokenizer.pad_token_id).all()
+
+
+def test_real_image_encoded_once_per_example(tiny_policy, scenes):
+    policy = tiny_policy()
+    calls = []
+    policy.model.model.vision_model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    ids, mask, embeds, _ = policy.understanding_prompts(
+        [s.qa_problem for s in scenes], [s.qa_type for s in scenes], [s.real_image for s in scenes]
+    )
+    rollout = policy.sample_texts(ids, mask, embeds, group_size=4)
+    policy.text_logprobs(rollout)
+    assert calls == [len(scenes)]  # one batched pass over B images, not B * G, none in the log-prob pass
+
+
+def test_unconditional_prompt_keeps_only_bos_and_boi(tiny_policy, scenes):
+    policy = tiny_policy()
+    ids, mask, uncond = policy.generation_prompts([s.prompt for s in scenes])
+    tok = policy.tokenizer
+    boi = tok.convert_tokens_to_ids(policy.processor.image_start_token)
+    assert (ids[:, -1] == boi).all() and (uncond[:, -1] == boi).all()
+    real = mask.bool() & (ids != tok.bos_token_id) & (ids != boi)
+    assert (uncond[real] == tok.pad_token_id).all()
+    assert (uncond[~real] == ids[~real]).all()
+
+
+def test_only_the_llm_is_trainable(tiny_policy):
+    policy = tiny_policy()
+    trainable = {name for name, p in policy.model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("model.language_model.") for name in trainable)
+    for frozen in ("vision_model", "aligner", "vqmodel", "generation_embeddings", "generation_aligner",
+                   "generation_head"):
+        assert not any(p.requires_grad for p in getattr(policy.model.model, frozen).parameters())
+
+
+def test_reference_is_a_frozen_copy(tiny_policy, scenes):
+    policy = tiny_policy()
+    reference = policy.make_reference()
+    assert not any(p.requires_grad for p in reference.parameters())
+    rollout = policy.sample_images([scenes[0].prompt], group_size=2)
+    torch.testing.assert_close(policy.image_logprobs(rollout, reference), rollout.old_logps, atol=1e-4, rtol=0)
+    with torch.no_grad():
+        for p in policy.llm.parameters():
+            p.add_(0.05)
+    assert (policy.image_logprobs(rollout, reference) - rollout.old_logps).abs().max() < 1e-4
+    assert (policy.image_logprobs(rollout) - rollout.old_logps).abs().max() > 1e-3
+
+
+def test_decoded_images_stay_on_device_in_range(tiny_policy, scenes):
+    policy = tiny_policy()
+    rollout = policy.sample_images([scenes[0].prompt], group_size=2)
+    assert rollout.pixels.shape == (2, 3, 32, 32)
+    assert rollout.pixels.device == policy.device
+    assert rollout.pixels.min() >= -1 and rollout.pixels.max() <= 1
