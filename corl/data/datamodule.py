@@ -40,6 +40,7 @@ class TripletDataModule(L.LightningDataModule):
         self.dataset: Dataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        """Open the data set once (procedural or files); rows are checked as they are read."""
         if self.dataset is not None:
             return
         hp = self.hparams
@@ -49,6 +50,7 @@ class TripletDataModule(L.LightningDataModule):
             self.dataset = TripletFiles(hp.source, hp.columns)
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of ``batch_size`` triplets, collated into a ``TripletBatch``."""
         self.setup()
         return DataLoader(
             self.dataset,

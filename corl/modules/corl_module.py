@@ -109,6 +109,7 @@ class CoRLModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- the algorithm
     def training_step(self, batch: TripletBatch, batch_idx: int) -> None:
+        """Rollout -> rewards -> advantages -> mu clipped GRPO updates -> logs."""
         timer = time.perf_counter()
         rollout = self.rollout(batch)
         rollout_time, timer = time.perf_counter() - timer, time.perf_counter()
@@ -174,7 +175,8 @@ class CoRLModule(L.LightningModule):
                 out[reward.name] = value.to(self.device).float()
                 image_total += reward.weight * torch.nan_to_num(out[reward.name], nan=0.0)
         if rollout.text is not None:
-            columns = {k: [v[i] for i in (rows // rollout.group_size).tolist()] for k, v in batch.text_columns().items()}
+            examples = (rows // rollout.group_size).tolist()
+            columns = {k: [v[i] for i in examples] for k, v in batch.text_columns().items()}
             for reward in self.text_rewards:
                 out[reward.name] = _call_reward(reward.name, reward, rollout.text.texts, **columns).to(self.device)
                 text_total += reward.weight * torch.nan_to_num(out[reward.name], nan=0.0)
@@ -252,10 +254,12 @@ class CoRLModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
+        """AdamW over the trainable (LLM) parameters with warmup + constant/cosine schedule."""
         hp = self.hparams
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
-        total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches * hp.mu
+        trainer = self.trainer
+        total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches * hp.mu
         schedule = _lr_lambda(hp.warmup_steps, int(total), hp.lr_schedule)
         return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)]
 

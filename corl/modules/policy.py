@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from transformers import StaticCache
@@ -32,7 +31,7 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log softmax(logits / T) at ``tokens``; float32 so sampling and training agree to 1e-4."""
+    """Log softmax(logits / T) at ``tokens``; float32 so sampling and training agree to 1e-4."""
     scaled = logits.float() / (temperature if temperature > 0 else 1.0)
     return torch.log_softmax(scaled, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
@@ -95,10 +94,12 @@ class JanusPolicy(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the model's weights live."""
         return self.model.lm_head.weight.device
 
     @property
     def num_image_tokens(self) -> int:
+        """Image tokens per generated image, from the model config (576 for Janus-Pro)."""
         return self.model.config.vision_config.num_image_tokens
 
     def _encode_text(self, texts: list[str], images: list[Image.Image] | None = None, image_mode: bool = False):
@@ -172,7 +173,8 @@ class JanusPolicy(nn.Module):
         """Conditional ids, mask and the Janus unconditional ids (only BOS and BOI kept) for T2I."""
         enc = self._encode_text([self._chat([{"type": "text", "text": p}]) for p in prompts], image_mode=True)
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        keep = (ids == self.tokenizer.bos_token_id) | (ids == self.tokenizer.convert_tokens_to_ids(self.processor.image_start_token))
+        boi = self.tokenizer.convert_tokens_to_ids(self.processor.image_start_token)
+        keep = (ids == self.tokenizer.bos_token_id) | (ids == boi)
         uncond = torch.where(keep | (mask == 0), ids, torch.full_like(ids, self.tokenizer.pad_token_id))
         return ids, mask, uncond
 

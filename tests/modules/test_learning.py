@@ -1,6 +1,7 @@
 """A few dozen GRPO steps on the tiny model raise a simple verifiable reward, for each task alone."""
 
 import lightning as L
+
 from corl.data.datamodule import TripletDataModule
 from corl.modules.corl_module import CoRLModule
 from corl.modules.rewards import ImageReward, TextReward

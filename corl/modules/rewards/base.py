@@ -66,7 +66,9 @@ class TextReward:
         """Rewards ``[R]`` as float32."""
         scores = self.fn(list(completions), **columns, **self.kwargs)
         if len(scores) != len(completions):
-            raise ValueError(f"text reward {self.name!r} returned {len(scores)} scores for {len(completions)} completions")
+            raise ValueError(
+                f"text reward {self.name!r} returned {len(scores)} scores for {len(completions)} completions"
+            )
         return torch.tensor([float("nan") if s is None else float(s) for s in scores], dtype=torch.float32)
 
 

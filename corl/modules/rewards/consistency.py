@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -49,12 +50,14 @@ class ImageConsistencyReward(ImageReward):
         self._metric = None
 
     def _find_trunk(self, trunk_path: str | None) -> Path:
-        path = Path(trunk_path) if trunk_path else Path(torch.hub.get_dir()) / "checkpoints" / TRUNK_FILES[self.net]
+        filename = TRUNK_FILES[self.net]
+        path = Path(trunk_path) if trunk_path else Path(torch.hub.get_dir()) / "checkpoints" / filename
         if not path.is_file():
+            builder = "alexnet" if self.net == "alex" else "vgg16"
             raise FileNotFoundError(
-                f"LPIPS {self.net} trunk weights not found at {path}. Put torchvision's {TRUNK_FILES[self.net]} there "
-                f"(e.g. run `python -c \"import torchvision; torchvision.models.{'alexnet' if self.net == 'alex' else 'vgg16'}"
-                f"(weights='DEFAULT')\"` on a machine with internet and copy {torch.hub.get_dir()}), or set trunk_path. "
+                f"LPIPS {self.net} trunk weights not found at {path}. Copy torchvision's {filename} there (on a "
+                f"machine with internet: python -c \"import torchvision; torchvision.models.{builder}(weights="
+                f"'DEFAULT')\" fills {torch.hub.get_dir()}/checkpoints), or set trunk_path. "
                 "Only the embedded demo may set random_trunk: true."
             )
         return path
@@ -62,20 +65,21 @@ class ImageConsistencyReward(ImageReward):
     def _load(self, device: torch.device):
         import lpips  # heavy; imported only when the reward is used
 
-        metric = lpips.LPIPS(net=self.net, pnet_rand=True, verbose=False)  # never downloads
+        # The linear calibration layers ship inside the lpips package; the trunk is built empty
+        # (never downloaded) and filled from the torchvision checkpoint when one is configured.
+        with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=`
+            warnings.simplefilter("ignore", UserWarning)
+            metric = lpips.LPIPS(net=self.net, pnet_rand=True, verbose=False)
         if self.trunk_path is not None:
-            trunk = torch.load(self.trunk_path, map_location="cpu", weights_only=True)
-            features = {k.removeprefix("features."): v for k, v in trunk.items() if k.startswith("features.")}
-            slices = {}
-            for module_name, module in metric.net.named_children():  # slice1..sliceN hold features[i]
-                for idx, _ in module.named_children():
-                    for param in ("weight", "bias"):
-                        key = f"{idx}.{param}"
-                        if key in features:
-                            slices[f"{module_name}.{idx}.{param}"] = features[key]
-            missing = metric.net.load_state_dict(slices, strict=False).missing_keys
-            if missing:
-                raise RuntimeError(f"LPIPS trunk {self.trunk_path} does not match the {self.net} trunk: missing {missing}")
+            features = torch.load(self.trunk_path, map_location="cpu", weights_only=True)
+            # lpips keeps torchvision's features[i] as slice<k>.<i>; map "slice2.3.weight" <- "features.3.weight".
+            state = {}
+            for key in metric.net.state_dict():
+                source = "features." + key.split(".", 1)[1]
+                if source not in features:
+                    raise RuntimeError(f"LPIPS trunk {self.trunk_path} is not a torchvision {self.net}: no {source}")
+                state[key] = features[source]
+            metric.net.load_state_dict(state)
         return metric.eval().requires_grad_(False).to(device)
 
     @torch.no_grad()

@@ -11,7 +11,8 @@ import string
 from fractions import Fraction
 from typing import Any, Sequence
 
-_FORMAT = re.compile(r"\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>(?:(?!</?think>|</?answer>).)*</answer>\s*", re.S)
+_NO_TAG = r"(?:(?!</?think>|</?answer>).)*"  # any text that opens or closes no tag
+_FORMAT = re.compile(rf"\s*<think>{_NO_TAG}</think>\s*<answer>{_NO_TAG}</answer>\s*", re.S)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _OPTION_LINE = re.compile(r"(?:^|\s)\(?([A-Z])[.):]\s*(.+?)(?=\s+\(?[A-Z][.):]\s|\n|$)", re.M)
 _LETTER_FORMS = (
@@ -106,7 +107,7 @@ def mcq_accuracy_reward(
 
 
 def _fraction(text: str) -> str | None:
-    """Canonical form of a simple or LaTeX fraction or a number, so 1/2, \\frac{1}{2}, 0.5 agree."""
+    r"""Canonical form of a simple or LaTeX fraction or a number, so 1/2, \frac{1}{2}, 0.5 agree."""
     text = text.replace(" ", "")
     m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", text) or re.fullmatch(r"(-?\d+)/(-?\d+)", text)
     try:
