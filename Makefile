@@ -1,8 +1,13 @@
+# corl — make targets. `make demo` and `make test` set everything up on a fresh machine.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+CONFIG ?= configs/demo/s1.yaml
+MODEL ?= checkpoints/Janus-Pro-1B
+DATA ?= data/x2x_rft_22k
+LOGDIR ?= runs
 
-.PHONY: install test demo tensorboard lint clean
+.PHONY: install test lint demo stage1 tensorboard clean
 
 $(BIN)/corl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -11,4 +16,23 @@ $(BIN)/corl: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(BIN)/corl
 
-install: $(BIN)/corl
+install: $(BIN)/corl  ## create .venv and install corl (editable) with its test extras
+
+test: install  ## the whole test suite (CPU, a few minutes)
+	$(BIN)/ruff check corl tests
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check corl tests
+
+demo: install  ## stage 1 on the embedded tiny Janus and procedural data, on the CPU
+	$(BIN)/corl fit -c $(CONFIG)
+
+stage1: install  ## stage 1 with the paper's settings on real weights and data
+	$(BIN)/corl fit -c configs/s1.yaml --model.model $(MODEL) --data.source $(DATA)
+
+tensorboard: install  ## watch runs
+	$(BIN)/tensorboard --logdir $(LOGDIR)
+
+clean:
+	rm -rf $(LOGDIR) .pytest_cache .ruff_cache

@@ -127,7 +127,9 @@ class CoRLModule(L.LightningModule):
             "time/update": update_time,
             "throughput/rollout_tokens_per_s": rollout.num_tokens() / max(rollout_time, 1e-9),
         })
-        self.log_dict({k: float(v) for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=len(batch))
+        self.log_dict(
+            {k: float(v) for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=len(batch), sync_dist=True
+        )
         every = hp.log_media_every_n_steps
         if every and batch_idx % every == 0:
             log_media(self.logger, self.global_step, batch, rollout, rewards, hp.group_size)
