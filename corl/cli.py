@@ -18,6 +18,7 @@ def main(args: list[str] | None = None) -> None:
         TripletDataModule,
         args=args,
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the module owns AdamW and its schedule (see its arguments)
     )
 
 

@@ -107,6 +107,11 @@ class CoRLModule(L.LightningModule):
         )
         self.reference = self.policy.make_reference() if beta > 0 else None
 
+    def setup(self, stage: str) -> None:
+        """Load every image reward's scorer before the first step, so a missing file fails at start."""
+        for reward in self.image_rewards:
+            reward.setup()
+
     # ----------------------------------------------------------------------------- the algorithm
     def training_step(self, batch: TripletBatch, batch_idx: int) -> None:
         """Rollout -> rewards -> advantages -> mu clipped GRPO updates -> logs."""

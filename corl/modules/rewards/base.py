@@ -32,6 +32,9 @@ class ImageReward:
         self.weight = weight
         self.name = name or self.default_name
 
+    def setup(self) -> None:
+        """Load the scorer (once). The module calls this before training, so missing files fail at start."""
+
     def __call__(
         self, images: torch.Tensor, *, real_images: torch.Tensor, prompts: Sequence[str], tokens: torch.Tensor
     ) -> torch.Tensor:

@@ -45,13 +45,12 @@ class ImageConsistencyReward(ImageReward):
         super().__init__(weight, name)
         if net not in TRUNK_FILES:
             raise ValueError(f"LPIPS net must be one of {sorted(TRUNK_FILES)}, got {net!r}")
-        self.net, self.random_trunk, self.resolution = net, random_trunk, resolution
-        self.trunk_path = None if random_trunk else self._find_trunk(trunk_path)
+        self.net, self.random_trunk, self.trunk_path, self.resolution = net, random_trunk, trunk_path, resolution
         self._metric = None
 
-    def _find_trunk(self, trunk_path: str | None) -> Path:
+    def _find_trunk(self) -> Path:
         filename = TRUNK_FILES[self.net]
-        path = Path(trunk_path) if trunk_path else Path(torch.hub.get_dir()) / "checkpoints" / filename
+        path = Path(self.trunk_path) if self.trunk_path else Path(torch.hub.get_dir()) / "checkpoints" / filename
         if not path.is_file():
             builder = "alexnet" if self.net == "alex" else "vgg16"
             raise FileNotFoundError(
@@ -62,7 +61,12 @@ class ImageConsistencyReward(ImageReward):
             )
         return path
 
-    def _load(self, device: torch.device):
+    def setup(self) -> None:
+        """Build LPIPS once, on the CPU; it follows the images to their device on first use."""
+        if self._metric is None:
+            self._metric = self._load()
+
+    def _load(self):
         import lpips  # heavy; imported only when the reward is used
 
         # The linear calibration layers ship inside the lpips package; the trunk is built empty
@@ -70,25 +74,26 @@ class ImageConsistencyReward(ImageReward):
         with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=`
             warnings.simplefilter("ignore", UserWarning)
             metric = lpips.LPIPS(net=self.net, pnet_rand=True, verbose=False)
-        if self.trunk_path is not None:
-            features = torch.load(self.trunk_path, map_location="cpu", weights_only=True)
+        if not self.random_trunk:
+            trunk_path = self._find_trunk()
+            features = torch.load(trunk_path, map_location="cpu", weights_only=True)
             # lpips keeps torchvision's features[i] as slice<k>.<i>; map "slice2.3.weight" <- "features.3.weight".
             state = {}
             for key in metric.net.state_dict():
                 source = "features." + key.split(".", 1)[1]
                 if source not in features:
-                    raise RuntimeError(f"LPIPS trunk {self.trunk_path} is not a torchvision {self.net}: no {source}")
+                    raise RuntimeError(f"LPIPS trunk {trunk_path} is not a torchvision {self.net}: no {source}")
                 state[key] = features[source]
             metric.net.load_state_dict(state)
-        return metric.eval().requires_grad_(False).to(device)
+        return metric.eval().requires_grad_(False)
 
     @torch.no_grad()
     def __call__(
         self, images: torch.Tensor, *, real_images: torch.Tensor, prompts: Sequence[str], tokens: torch.Tensor
     ) -> torch.Tensor:
         """``1 - LPIPS`` per row, clamped to [0, 1]."""
-        if self._metric is None:
-            self._metric = self._load(images.device)
+        self.setup()
+        self._metric.to(images.device)
         size = (self.resolution, self.resolution)
         generated = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
         real = F.interpolate(real_images.float().to(images.device), size=size, mode="bilinear", align_corners=False)
