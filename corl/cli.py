@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from lightning.pytorch.cli import LightningCLI
 
 from corl.data.datamodule import TripletDataModule
@@ -13,6 +15,8 @@ from corl.modules.corl_module import CoRLModule
 
 def main(args: list[str] | None = None) -> None:
     """Run the CLI (``args`` instead of ``sys.argv`` for tests)."""
+    # The policy keeps every module in eval mode on purpose (no dropout in RL log-probs).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     LightningCLI(
         CoRLModule,
         TripletDataModule,

@@ -143,7 +143,6 @@ class CoRLModule(L.LightningModule):
     def rollout(self, batch: TripletBatch) -> Rollout:
         """Sample G outputs per example for each task that has rewards; record pi_old (and ref) log-probs."""
         g = self.hparams.group_size
-        self.policy.eval()
         image = text = None
         if self.text_rewards:
             ids, mask, image_embeds, real = self.policy.understanding_prompts(

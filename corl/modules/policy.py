@@ -86,6 +86,10 @@ class JanusPolicy(nn.Module):
         self.llm.requires_grad_(True)
         self.model.eval()
 
+    def train(self, mode: bool = True) -> JanusPolicy:
+        """Stay in eval mode: dropout would make training log-probs differ from sampling log-probs."""
+        return super().train(False)
+
     # ----------------------------------------------------------------------------------- plumbing
     @property
     def llm(self) -> nn.Module:

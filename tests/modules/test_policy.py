@@ -83,6 +83,12 @@ def test_unconditional_prompt_keeps_only_bos_and_boi(tiny_policy, scenes):
     assert (uncond[~real] == ids[~real]).all()
 
 
+def test_policy_never_enters_train_mode(tiny_policy):
+    policy = tiny_policy()
+    policy.train()
+    assert not any(module.training for module in policy.modules())
+
+
 def test_only_the_llm_is_trainable(tiny_policy):
     policy = tiny_policy()
     trainable = {name for name, p in policy.model.named_parameters() if p.requires_grad}

@@ -1,0 +1,166 @@
+import lightning as L
+import pytest
+import torch
+
+from corl.data.datamodule import TripletDataModule
+from corl.data.procedural import ProceduralTriplets
+from corl.data.schema import collate_triplets
+from corl.modules.corl_module import CoRLModule, _lr_lambda
+from corl.modules.grpo import group_advantages
+from corl.modules.rewards import ImageReward, TextReward
+
+
+class Constant(ImageReward):
+    def __init__(self, values, **kwargs):
+        super().__init__(**kwargs)
+        self.values = torch.tensor(values)
+
+    def __call__(self, images, *, real_images, prompts, tokens):
+        return self.values[: images.shape[0]]
+
+
+class Broken(ImageReward):
+    default_name = "broken"
+
+    def __call__(self, images, *, real_images, prompts, tokens):
+        raise KeyError("no such thing")
+
+
+def text_constant(values):
+    def fn(completions, **columns):
+        assert set(columns) >= {"qa_solution", "qa_type", "qa_problem", "prompt"}
+        return values[: len(completions)]
+
+    return fn
+
+
+def batch(n=2, image_size=64):
+    return collate_triplets([ProceduralTriplets(n, seed=3, image_size=image_size)[i] for i in range(n)])
+
+
+def module(**kwargs):
+    base = dict(model="tiny", group_size=2, max_completion_tokens=6, micro_batch_size=16, log_media_every_n_steps=0)
+    return CoRLModule(**{**base, **kwargs})
+
+
+def test_paired_reward_is_image_plus_lambda_times_text():
+    m = module(
+        image_rewards=[Constant([0.1, 0.2, 0.3, 0.4], weight=2.0, name="a")],
+        text_rewards=[TextReward(text_constant([1.0, 0.0, 0.5, 1.0]), weight=0.5, name="t")],
+        text_weight=0.8,
+    )
+    b = batch()
+    rewards = m.score(m.rollout(b), b)
+    image = 2.0 * torch.tensor([0.1, 0.2, 0.3, 0.4])
+    text = 0.5 * torch.tensor([1.0, 0.0, 0.5, 1.0])
+    torch.testing.assert_close(rewards["total"], image + 0.8 * text)
+    torch.testing.assert_close(rewards["a"], torch.tensor([0.1, 0.2, 0.3, 0.4]))
+
+
+def test_nan_is_excluded_from_the_sum_and_counted():
+    nan = float("nan")
+    m = module(image_rewards=[Constant([nan, 0.5, 0.25, nan], name="c")],
+               text_rewards=[TextReward(text_constant([1.0, 1.0, 1.0, 1.0]), name="t")], text_weight=1.0)
+    b = batch()
+    rewards = m.score(m.rollout(b), b)
+    torch.testing.assert_close(rewards["total"], torch.tensor([1.0, 1.5, 1.25, 1.0]))
+    stats = m.reward_stats(rewards, torch.zeros(4))
+    assert stats["reward/c/nan_count"].item() == 2
+    assert stats["reward/c/mean"].item() == pytest.approx(0.375)
+    assert "reward/t/nan_count" not in stats
+
+
+def test_an_exception_in_a_reward_names_the_reward():
+    m = module(image_rewards=[Broken()])
+    b = batch()
+    with pytest.raises(RuntimeError, match="reward 'broken' failed"):
+        m.score(m.rollout(b), b)
+
+
+def test_a_task_without_rewards_is_not_rolled_out():
+    text_only = module(text_rewards=[TextReward("format")])
+    rollout = text_only.rollout(batch())
+    assert rollout.image is None and rollout.text is not None
+    image_only = module(image_rewards=[Constant([0.0] * 4)])
+    rollout = image_only.rollout(batch())
+    assert rollout.text is None and rollout.image is not None
+    assert rollout.real_pixels.shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="at least one reward"):
+        module()
+
+
+def trainable_grads(m):
+    return torch.cat([p.grad.flatten() for p in m.policy.llm.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sequence"])
+def test_micro_batches_add_up_to_the_full_batch_gradient(aggregation):
+    torch.manual_seed(0)
+    m = module(image_rewards=[Constant([0.0] * 8)], text_rewards=[TextReward("format")], group_size=4,
+               aggregation=aggregation, max_completion_tokens=10)
+    b = batch()
+    rollout = m.rollout(b)
+    advantages = group_advantages(torch.randn(8), 4)
+    totals = rollout.token_counts()
+    full, _ = m.micro_batch_loss(rollout, advantages, rollout.rows(), totals)
+    full.backward()
+    full_grad = trainable_grads(m)
+    m.policy.zero_grad()
+    parts = 0.0
+    for rows in rollout.rows().split(3):  # uneven micro-batches: 3 + 3 + 2 rows
+        loss, _ = m.micro_batch_loss(rollout, advantages, rows, totals)
+        loss.backward()
+        parts += loss.item()
+    assert parts == pytest.approx(full.item(), abs=1e-5)
+    torch.testing.assert_close(trainable_grads(m), full_grad, atol=1e-6, rtol=1e-4)
+
+
+class StepStats(L.Callback):
+    def __init__(self):
+        self.metrics = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.metrics.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def fit(m, steps, **trainer_kwargs):
+    stats = StepStats()
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[stats], **trainer_kwargs)
+    trainer.fit(m, TripletDataModule(batch_size=2, length=64))
+    return trainer, stats.metrics
+
+
+def test_mu_passes_step_the_optimiser_mu_times_and_clip_on_later_passes():
+    L.seed_everything(0)
+    m = module(text_rewards=[TextReward(lambda c, **_: [float(len(x) % 3) for x in c], name="len3")],
+               mu=3, lr=5e-2, eps_low=0.01, eps_high=0.01, group_size=4)
+    trainer, metrics = fit(m, 6)
+    assert trainer.global_step == 6 and len(metrics) == 2  # 3 optimiser steps per batch
+    # Pass 1 has ratio 1 exactly; later passes move pi away from pi_old, so the tiny clip range bites.
+    assert all(s["text/clip_fraction"] > 0 for s in metrics)
+
+
+def test_reference_model_only_when_beta_positive():
+    assert module(text_rewards=[TextReward("format")]).reference is None
+    m = module(text_rewards=[TextReward("format")], beta=0.1)
+    assert m.reference is not None and not any(p.requires_grad for p in m.reference.parameters())
+    rollout = m.rollout(batch())
+    torch.testing.assert_close(rollout.ref_text_logps, rollout.text.old_logps, atol=1e-4, rtol=0)
+
+
+def test_kl_is_logged_and_grows_after_updates_when_beta_positive():
+    L.seed_everything(0)
+    m = module(image_rewards=[Constant([0.0, 1.0] * 4)], beta=0.5, lr=5e-2)
+    _, metrics = fit(m, 3)
+    assert metrics[0]["image/kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics[-1]["image/kl"] > 0
+
+
+def test_learning_rate_schedule():
+    warm_cosine = _lr_lambda(warmup=2, total=6, kind="cosine")
+    # warmup 1/2, 2/2, then cosine over 4 steps: 1, cos(pi/4) ..., 0
+    assert [round(warm_cosine(s), 4) for s in range(7)] == [0.5, 1.0, 1.0, 0.8536, 0.5, 0.1464, 0.0]
+    assert _lr_lambda(0, 10, "constant")(7) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _lr_lambda(0, 10, "linear")
