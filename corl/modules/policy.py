@@ -147,13 +147,15 @@ class JanusPolicy(nn.Module):
         embeds: torch.Tensor,
         mask: torch.Tensor,
         steps: int,
-        step_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        step_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+        check_every: int = 8,
     ) -> torch.Tensor:
         """One batched decode loop with a static KV cache, shared by both tasks.
 
         ``step_fn`` maps the last hidden states ``[rows, D]`` to the embeddings of the next input
-        ``[rows, 1, D]`` and a boolean ``[rows]`` that is true once every row is done; it records
-        the sampled tokens itself. Returns the final attention mask.
+        ``[rows, 1, D]`` and a boolean ``[rows]`` that is true for finished rows (None when rows
+        never finish early); it records the sampled tokens itself. Early stopping is checked every
+        ``check_every`` steps only, because each check waits for the device. Returns the final mask.
         """
         rows, length = mask.shape
         cache = StaticCache(config=self.llm.config, max_cache_len=length + steps)
@@ -162,7 +164,7 @@ class JanusPolicy(nn.Module):
         hidden = out.last_hidden_state[:, -1]
         for step in range(steps):
             next_embeds, done = step_fn(hidden)
-            if step == steps - 1 or bool(done.all()):
+            if step == steps - 1 or (done is not None and step % check_every == 0 and bool(done.all())):
                 break
             mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
             positions = positions[:, -1:] + 1
@@ -205,7 +207,7 @@ class JanusPolicy(nn.Module):
             sample_logps[:, step] = token_logps(guided, token, self.image_temperature)
             cond_logps[:, step] = token_logps(cond, token, self.image_temperature)
             step += 1
-            return self._embed_image_tokens(token.repeat(2)).unsqueeze(1), token.new_zeros(rows, dtype=torch.bool)
+            return self._embed_image_tokens(token.repeat(2)).unsqueeze(1), None
 
         both_ids, both_mask = torch.cat([ids, uncond]), torch.cat([mask, mask])
         self._decode(self._embed_prompt(both_ids, None), both_mask, n, step_fn)
