@@ -7,7 +7,7 @@ MODEL ?= checkpoints/Janus-Pro-1B
 DATA ?= data/x2x_rft_22k
 LOGDIR ?= runs
 
-.PHONY: install test lint demo stage1 tensorboard clean
+.PHONY: install test lint demo stage1 tensorboard bench clean
 
 $(BIN)/corl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,11 +19,11 @@ $(BIN)/corl: pyproject.toml
 install: $(BIN)/corl  ## create .venv and install corl (editable) with its test extras
 
 test: install  ## the whole test suite (CPU, a few minutes)
-	$(BIN)/ruff check corl tests
+	$(BIN)/ruff check corl tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check corl tests
+	$(BIN)/ruff check corl tests benchmarks
 
 demo: install  ## stage 1 on the embedded tiny Janus and procedural data, on the CPU
 	$(BIN)/corl fit -c $(CONFIG)
@@ -36,3 +36,6 @@ tensorboard: install  ## watch runs
 
 clean:
 	rm -rf $(LOGDIR) .pytest_cache .ruff_cache
+
+bench: install  ## rollout throughput against transformers' generate (BENCH_ARGS="--device cuda ...")
+	$(BIN)/python benchmarks/rollout.py $(BENCH_ARGS)

@@ -133,6 +133,11 @@ def build_tiny_janus(
         # logits of order one, as a trained head has.
         for layer in (model.model.generation_head.proj_out, model.model.generation_head.vision_head):
             torch.nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
+    # What Janus-Pro's generation_config carries, so model.generate(generation_mode="image") works too.
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    boi = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["boi_token"])
+    model.generation_config.generation_kwargs = {"boi_token_id": boi}
     image_processor = JanusImageProcessor(
         size={"height": image_size, "width": image_size},
         image_mean=[0.5, 0.5, 0.5],
