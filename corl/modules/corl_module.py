@@ -20,7 +20,7 @@ from corl.modules.grpo import AdvantageScale, Aggregation, group_advantages, pol
 from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media
 from corl.modules.policy import ImageLogprobMode, JanusPolicy
-from corl.modules.rewards.base import ImageReward, TextReward
+from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
 from corl.modules.rollout import Rollout
 
 
@@ -173,12 +173,16 @@ class CoRLModule(L.LightningModule):
         image_total = torch.zeros(len(rows), device=self.device)
         text_total = torch.zeros_like(image_total)
         if rollout.image is not None:
-            prompts = [batch.prompt[i] for i in (rows // rollout.group_size).tolist()]
-            real = rollout.real_pixels[rows // rollout.group_size]
+            examples = rows // rollout.group_size
+            samples = GeneratedImages(
+                images=rollout.image.pixels,
+                real_images=rollout.real_pixels[examples],
+                prompts=[batch.prompt[i] for i in examples.tolist()],
+                tokens=rollout.image.tokens,
+                policy=self.policy,
+            )
             for reward in self.image_rewards:
-                value = _call_reward(reward.name, reward, rollout.image.pixels, real_images=real, prompts=prompts,
-                                     tokens=rollout.image.tokens)
-                out[reward.name] = value.to(self.device).float()
+                out[reward.name] = _call_reward(reward.name, reward, samples).to(self.device)
                 image_total += reward.weight * torch.nan_to_num(out[reward.name], nan=0.0)
         if rollout.text is not None:
             examples = (rows // rollout.group_size).tolist()

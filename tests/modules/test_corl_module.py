@@ -15,14 +15,14 @@ class Constant(ImageReward):
         super().__init__(**kwargs)
         self.values = torch.tensor(values)
 
-    def __call__(self, images, *, real_images, prompts, tokens):
-        return self.values[: images.shape[0]]
+    def __call__(self, samples):
+        return self.values[: len(samples)]
 
 
 class Broken(ImageReward):
     default_name = "broken"
 
-    def __call__(self, images, *, real_images, prompts, tokens):
+    def __call__(self, samples):
         raise KeyError("no such thing")
 
 

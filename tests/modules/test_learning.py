@@ -20,9 +20,10 @@ class LowCodes(ImageReward):
 
     default_name = "low_codes"
 
-    def __call__(self, images, *, real_images, prompts, tokens):
-        assert images.shape[0] == tokens.shape[0] == real_images.shape[0] == len(prompts)
-        return (tokens < 128).float().mean(dim=1)
+    def __call__(self, samples):
+        assert samples.images.shape[0] == samples.tokens.shape[0] == samples.real_images.shape[0] == len(samples)
+        assert samples.policy is not None
+        return (samples.tokens < 128).float().mean(dim=1)
 
 
 def vowel_fraction(completions, **columns):

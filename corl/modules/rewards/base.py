@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from corl.modules.rewards import text
+
+if TYPE_CHECKING:
+    from corl.modules.policy import JanusPolicy
 
 TEXT_REWARDS: dict[str, Callable[..., list[float]]] = {
     "format": text.format_reward,
@@ -16,6 +20,20 @@ TEXT_REWARDS: dict[str, Callable[..., list[float]]] = {
     "mcq_accuracy": text.mcq_accuracy_reward,
     "oe_accuracy": text.oe_accuracy_reward,
 }
+
+
+@dataclass
+class GeneratedImages:
+    """What an image reward scores: R generated images, row-aligned with their examples."""
+
+    images: torch.Tensor  # [R, 3, H, W] decoded samples in [-1, 1], on the device
+    real_images: torch.Tensor  # [R, 3, H, W] the real image of each row's example, in [-1, 1]
+    prompts: list[str]  # [R] the prompt each image was generated from
+    tokens: torch.Tensor  # [R, N] the sampled image tokens
+    policy: JanusPolicy | None = None  # the policy itself, for rewards that read images with it
+
+    def __len__(self) -> int:
+        return len(self.prompts)
 
 
 class ImageReward:
@@ -35,10 +53,8 @@ class ImageReward:
     def setup(self) -> None:
         """Load the scorer (once). The module calls this before training, so missing files fail at start."""
 
-    def __call__(
-        self, images: torch.Tensor, *, real_images: torch.Tensor, prompts: Sequence[str], tokens: torch.Tensor
-    ) -> torch.Tensor:
-        """Rewards ``[R]`` for ``images`` ``[R, 3, H, W]`` in [-1, 1] (``real_images`` matches row for row)."""
+    def __call__(self, samples: GeneratedImages) -> torch.Tensor:
+        """Rewards ``[R]``, one per generated image; NaN where an image cannot be scored."""
         raise NotImplementedError
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from corl.modules.rewards.base import ImageReward
+from corl.modules.rewards.base import GeneratedImages, ImageReward
 
 # torchvision checkpoints that lpips' trunks load from the torch hub cache.
 TRUNK_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
@@ -88,15 +87,14 @@ class ImageConsistencyReward(ImageReward):
         return metric.eval().requires_grad_(False)
 
     @torch.no_grad()
-    def __call__(
-        self, images: torch.Tensor, *, real_images: torch.Tensor, prompts: Sequence[str], tokens: torch.Tensor
-    ) -> torch.Tensor:
+    def __call__(self, samples: GeneratedImages) -> torch.Tensor:
         """``1 - LPIPS`` per row, clamped to [0, 1]."""
         self.setup()
-        self._metric.to(images.device)
+        device = samples.images.device
+        self._metric.to(device)
         size = (self.resolution, self.resolution)
-        generated = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
-        real = F.interpolate(real_images.float().to(images.device), size=size, mode="bilinear", align_corners=False)
+        generated = F.interpolate(samples.images.float(), size=size, mode="bilinear", align_corners=False)
+        real = F.interpolate(samples.real_images.float().to(device), size=size, mode="bilinear", align_corners=False)
         distance = self._metric(generated, real, normalize=False).flatten()
         return (1.0 - distance).clamp(0.0, 1.0)
 

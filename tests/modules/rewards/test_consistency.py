@@ -2,11 +2,12 @@ import pytest
 import torch
 import torchvision
 
-from corl.modules.rewards import ImageConsistencyReward
+from corl.modules.rewards import GeneratedImages, ImageConsistencyReward
 
 
 def score(reward, images, real):
-    return reward(images, real_images=real, prompts=[""] * len(images), tokens=None)
+    tokens = torch.zeros(len(images), 4, dtype=torch.long)
+    return reward(GeneratedImages(images, real, [""] * len(images), tokens))
 
 
 def test_identical_images_score_one_and_different_less():
