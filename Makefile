@@ -19,11 +19,11 @@ $(BIN)/corl: pyproject.toml
 install: $(BIN)/corl  ## create .venv and install corl (editable) with its test extras
 
 test: install  ## the whole test suite (CPU, a few minutes)
-	$(BIN)/ruff check corl tests benchmarks
+	$(BIN)/ruff check corl tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check corl tests benchmarks
+	$(BIN)/ruff check corl tests benchmarks scripts
 
 demo: install  ## stage 1 on the embedded tiny Janus and procedural data, on the CPU
 	$(BIN)/corl fit -c $(CONFIG)

@@ -8,6 +8,8 @@ file is downloaded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -69,61 +71,92 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_tiny_janus(
-    image_size: int = 64,
-    patch_size: int = 8,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    codebook_size: int = 256,
-    seed: int = 0,
-) -> tuple[JanusForConditionalGeneration, JanusProcessor]:
-    """Tiny Janus + processor. ``(image_size / patch_size)**2`` image tokens per image.
+@dataclass(frozen=True)
+class JanusSizes:
+    """Sizes of a randomly initialised Janus. The defaults are the embedded tiny model."""
 
-    The VQ decoder upsamples the token grid by 2 per extra channel level, so the number of levels is
-    chosen to land exactly on ``image_size`` pixels, as Janus-Pro's 24 x 24 grid lands on 384.
+    image_size: int = 64
+    patch_size: int = 8  # (image_size / patch_size) ** 2 image tokens per image
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vocab_size: int | None = None  # None: the tokenizer's size
+    vision_hidden_size: int = 32
+    vision_layers: int = 1
+    vision_heads: int = 2
+    codebook_size: int = 256
+    vq_base_channels: int = 32  # GroupNorm in the VQ blocks needs multiples of 32
+    vq_latent_channels: int = 32
+    vq_channel_multiplier: tuple[int, ...] | None = None  # None: all 1, as many levels as the grid needs
+    vq_res_blocks: int = 1
+    tie_word_embeddings: bool = True
+
+
+# Janus-Pro-1B's architecture (deepseek-community/Janus-Pro-1B): for GPU checks and benchmarks with
+# random weights, no download. Only the tokenizer is the tiny one (its ids are a subset of the vocab).
+JANUS_PRO_1B = JanusSizes(
+    image_size=384, patch_size=16, hidden_size=2048, intermediate_size=5632, num_layers=24, num_heads=16,
+    num_kv_heads=16, vocab_size=102400, vision_hidden_size=1024, vision_layers=24, vision_heads=16,
+    codebook_size=16384, vq_base_channels=128, vq_latent_channels=256, vq_channel_multiplier=(1, 1, 2, 2, 4),
+    vq_res_blocks=2, tie_word_embeddings=False,
+)
+
+
+def build_tiny_janus(
+    sizes: JanusSizes | None = None, seed: int = 0, **overrides: int
+) -> tuple[JanusForConditionalGeneration, JanusProcessor]:
+    """A randomly initialised Janus + processor (``overrides`` replace fields of ``sizes``).
+
+    The VQ decoder upsamples the token grid by 2 per extra channel level, so the number of levels must
+    land exactly on ``image_size`` pixels, as Janus-Pro's 24 x 24 grid lands on 384.
     """
+    sizes = replace(sizes or JanusSizes(), **overrides)
     tokenizer = build_tiny_tokenizer()
-    grid = image_size // patch_size
-    levels = (image_size // grid).bit_length()  # 2 ** (levels - 1) == image_size / grid
-    if grid * 2 ** (levels - 1) != image_size:
-        raise ValueError(f"image_size / (image_size / patch_size) must be a power of two, got {image_size}/{grid}")
+    grid = sizes.image_size // sizes.patch_size
+    levels = (sizes.image_size // grid).bit_length()  # 2 ** (levels - 1) == image_size / grid
+    multiplier = list(sizes.vq_channel_multiplier or [1] * levels)
+    if grid * 2 ** (len(multiplier) - 1) != sizes.image_size:
+        raise ValueError(f"a {grid}x{grid} token grid does not upsample to {sizes.image_size} px in {multiplier}")
     text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
+        vocab_size=sizes.vocab_size or len(tokenizer),
+        hidden_size=sizes.hidden_size,
+        intermediate_size=sizes.intermediate_size,
+        num_hidden_layers=sizes.num_layers,
+        num_attention_heads=sizes.num_heads,
+        num_key_value_heads=sizes.num_kv_heads,
+        max_position_embeddings=16384,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=sizes.tie_word_embeddings,
     )
     vision_config = {
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "image_size": image_size,
-        "patch_size": patch_size,
-        "projection_dim": hidden_size,
+        "hidden_size": sizes.vision_hidden_size,
+        "num_hidden_layers": sizes.vision_layers,
+        "num_attention_heads": sizes.vision_heads,
+        "image_size": sizes.image_size,
+        "patch_size": sizes.patch_size,
+        "projection_dim": sizes.hidden_size,
         "num_image_tokens": grid * grid,
     }
     vq_config = {
         "embed_dim": 8,
-        "num_embeddings": codebook_size,
-        "latent_channels": 32,  # GroupNorm in the VQ blocks needs multiples of 32
-        "base_channels": 32,
-        "channel_multiplier": [1] * levels,
-        "num_res_blocks": 1,
-        "projection_dim": hidden_size,
-        "image_token_embed_dim": hidden_size,
+        "num_embeddings": sizes.codebook_size,
+        "latent_channels": sizes.vq_latent_channels,
+        "base_channels": sizes.vq_base_channels,
+        "channel_multiplier": multiplier,
+        "num_res_blocks": sizes.vq_res_blocks,
+        "projection_dim": sizes.hidden_size,
+        "image_token_embed_dim": sizes.hidden_size,
     }
     config = JanusConfig(
         text_config=text_config.to_dict(),
         vision_config=vision_config,
         vq_config=vq_config,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["image_token"]),
+        tie_word_embeddings=sizes.tie_word_embeddings,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -139,7 +172,7 @@ def build_tiny_janus(
     boi = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["boi_token"])
     model.generation_config.generation_kwargs = {"boi_token_id": boi}
     image_processor = JanusImageProcessor(
-        size={"height": image_size, "width": image_size},
+        size={"height": sizes.image_size, "width": sizes.image_size},
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
         do_convert_rgb=True,
