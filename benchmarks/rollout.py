@@ -47,8 +47,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model, processor = load_janus(args.model, args.dtype)
-    model.to(args.device)
+    with torch.device(args.device):  # random weights are initialised where they will run
+        model, processor = load_janus(args.model, args.dtype)
     policy = JanusPolicy(model, processor, cfg_weight=args.cfg_weight, max_completion_tokens=args.answer_tokens)
     size = model.config.vision_config.image_size
     scenes = [make_scene(0, i, size) for i in range(args.prompts)]

@@ -126,7 +126,10 @@ class JanusPolicy(nn.Module):
         return embeds
 
     def _embed_image_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.prepare_embeddings_for_image_generation(tokens)
+        # The generation aligner is an MLP: under autocast it returns bf16 while token embeddings stay
+        # in the parameter dtype; one dtype keeps the KV cache and the concatenated inputs consistent.
+        embeds = self.model.prepare_embeddings_for_image_generation(tokens)
+        return embeds.to(self.llm.get_input_embeddings().weight.dtype)
 
     def trained_modules(self) -> nn.ModuleDict:
         """The modules RL changes: the LLM and its text head (possibly tied to its embedding)."""

@@ -117,3 +117,13 @@ def test_decoded_images_stay_on_device_in_range(tiny_policy, scenes):
     assert rollout.pixels.shape == (2, 3, 32, 32)
     assert rollout.pixels.device == policy.device
     assert rollout.pixels.min() >= -1 and rollout.pixels.max() <= 1
+
+
+def test_logprobs_consistent_under_bf16_autocast(tiny_policy, scenes):
+    # Mixed precision: fp32 weights, bf16 compute. Sampling and training must still see one dtype in
+    # the KV cache and the inputs (the generation aligner returns bf16 under autocast).
+    policy = tiny_policy(image_logprob_mode="cfg")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rollout = policy.sample_images([s.prompt for s in scenes[:2]], group_size=2)
+        recomputed = policy.image_logprobs(rollout)
+    assert (recomputed - rollout.old_logps).abs().max() < 0.05
