@@ -131,13 +131,15 @@ class CoRLModule(L.LightningModule):
             "time/rewards": reward_time,
             "time/update": update_time,
             "throughput/rollout_tokens_per_s": rollout.num_tokens() / max(rollout_time, 1e-9),
+            **{f"time/reward/{name}": seconds for name, seconds in self.reward_times.items()},
         })
         self.log_dict(
             {k: float(v) for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=len(batch), sync_dist=True
         )
         every = hp.log_media_every_n_steps
         if every and batch_idx % every == 0:
-            log_media(self.logger, self.global_step, batch, rollout, rewards, hp.group_size)
+            captions = next((r.last_captions for r in self.image_rewards if getattr(r, "last_captions", None)), None)
+            log_media(self.logger, self.global_step, batch, rollout, rewards, hp.group_size, captions)
 
     @torch.no_grad()
     def rollout(self, batch: TripletBatch) -> Rollout:
@@ -167,8 +169,12 @@ class CoRLModule(L.LightningModule):
 
     @torch.no_grad()
     def score(self, rollout: Rollout, batch: TripletBatch) -> dict[str, torch.Tensor]:
-        """Every reward ``[R]`` by name, plus the weighted ``image``, ``text`` and paired ``total``."""
+        """Every reward ``[R]`` by name, plus the weighted ``image``, ``text`` and paired ``total``.
+
+        The seconds each reward took go to ``self.reward_times`` (logged as ``time/reward/<name>``).
+        """
         out: dict[str, torch.Tensor] = {}
+        self.reward_times: dict[str, float] = {}
         rows = rollout.rows()
         image_total = torch.zeros(len(rows), device=self.device)
         text_total = torch.zeros_like(image_total)
@@ -182,17 +188,26 @@ class CoRLModule(L.LightningModule):
                 policy=self.policy,
             )
             for reward in self.image_rewards:
-                out[reward.name] = _call_reward(reward.name, reward, samples).to(self.device)
+                out[reward.name] = self._timed_reward(reward.name, reward, samples)
                 image_total += reward.weight * torch.nan_to_num(out[reward.name], nan=0.0)
         if rollout.text is not None:
             examples = (rows // rollout.group_size).tolist()
             columns = {k: [v[i] for i in examples] for k, v in batch.text_columns().items()}
             for reward in self.text_rewards:
-                out[reward.name] = _call_reward(reward.name, reward, rollout.text.texts, **columns).to(self.device)
+                out[reward.name] = self._timed_reward(reward.name, reward, rollout.text.texts, **columns)
                 text_total += reward.weight * torch.nan_to_num(out[reward.name], nan=0.0)
         out["image"], out["text"] = image_total, text_total
         out["total"] = image_total + self.hparams.text_weight * text_total
         return out
+
+    def _timed_reward(self, name: str, reward, *args, **kwargs) -> torch.Tensor:
+        """Run one reward, on the device, timed (waiting for the GPU so the time is the reward's own)."""
+        start = time.perf_counter()
+        value = _call_reward(name, reward, *args, **kwargs).to(self.device)
+        if value.is_cuda:
+            torch.cuda.synchronize(value.device)
+        self.reward_times[name] = time.perf_counter() - start
+        return value
 
     def update(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
         """``mu`` optimiser steps over the rollout, each accumulating over micro-batches of rows."""

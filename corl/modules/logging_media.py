@@ -16,8 +16,11 @@ def _markdown_cell(text: str) -> str:
 
 
 def log_media(logger, step: int, batch: TripletBatch, rollout: Rollout, rewards: dict[str, torch.Tensor],
-              group_size: int) -> None:
+              group_size: int, captions: list[str] | None = None) -> None:
     """Log, for the first few examples, the real image then its G samples as one grid row, and answers.
+
+    ``captions`` (re-captions of the generated images by the cycle reward), when given, are shown
+    under their prompts.
 
     Does nothing unless the logger is TensorBoard (has ``add_image``).
     """
@@ -33,8 +36,13 @@ def log_media(logger, step: int, batch: TripletBatch, rollout: Rollout, rewards:
             rows.append(torch.cat([rollout.real_pixels[example : example + 1].to(samples.device), samples]))
         grid = make_grid(torch.cat(rows).float().cpu(), nrow=group_size + 1, normalize=True, value_range=(-1, 1))
         writer.add_image("samples/images", grid, step)
-        captions = "\n".join(f"{i}. {_markdown_cell(batch.prompt[i])}" for i in range(shown))
-        writer.add_text("samples/image_prompts", "Row = real image, then its samples.\n\n" + captions, step)
+        lines = []
+        for i in range(shown):
+            lines.append(f"{i}. {_markdown_cell(batch.prompt[i])}")
+            if captions:
+                recaps = captions[i * group_size : (i + 1) * group_size]
+                lines += [f"    - re-caption: {_markdown_cell(c)}" for c in recaps]
+        writer.add_text("samples/image_prompts", "Row = real image, then its samples.\n\n" + "\n".join(lines), step)
     if rollout.text is not None:
         lines = ["| question | completion | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
         for example in range(shown):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from transformers import StaticCache
@@ -106,12 +107,29 @@ class JanusPolicy(nn.Module):
         """Image tokens per generated image, from the model config (576 for Janus-Pro)."""
         return self.model.config.vision_config.num_image_tokens
 
-    def _encode_text(self, texts: list[str], images: list[Image.Image] | None = None, image_mode: bool = False):
-        kwargs = {"images": images} if images is not None else {}
-        if image_mode:
-            kwargs["generation_mode"] = "image"
+    def _encode_text(self, texts: list[str], image_mode: bool = False):
+        kwargs = {"generation_mode": "image"} if image_mode else {}
         enc = self.processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs)
         return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _image_prompts(self, contents: list[list[dict]]) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+        """Left-padded ids, mask, texts and character offsets of chat prompts that contain images.
+
+        Each image placeholder is expanded into <begin_of_image> + N image tokens + <end_of_image>,
+        as the processor does, so the pixels can come from the device instead of PIL images.
+        """
+        p = self.processor
+        span = p.image_start_token + p.image_token * self.num_image_tokens + p.image_end_token
+        texts = [self._chat(content).replace(p.image_token, span) for content in contents]
+        enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt", return_offsets_mapping=True)
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device), texts, enc["offset_mapping"]
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Aligned vision-tower features ``[B, N_img, D]`` of images ``[B, 3, H, W]`` in [-1, 1]."""
+        size = self.model.config.vision_config.image_size
+        if pixels.shape[-2:] != (size, size):
+            pixels = F.interpolate(pixels.float(), size=(size, size), mode="bilinear", align_corners=False)
+        return self.model.model.get_image_features(pixels.to(self.model.dtype)).pooler_output
 
     def _chat(self, content: list[dict]) -> str:
         conversation = [{"role": "user", "content": content}]
@@ -257,21 +275,62 @@ class JanusPolicy(nn.Module):
         self, questions: list[str], qa_types: list[str], images: list[Image.Image]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Ids, mask, image features ``[B, N_img, D]`` (tower run once per image) and pixels in [-1, 1]."""
-        texts = [self._chat([{"type": "image"}, {"type": "text", "text": question_prompt(q, t)}])
-                 for q, t in zip(questions, qa_types, strict=True)]
-        enc = self._encode_text(texts, images=[im.convert("RGB") for im in images])
-        pixels = enc["pixel_values"].to(self.model.dtype)
-        image_embeds = self.model.model.get_image_features(pixels).pooler_output  # [B, N_img, D]
-        return enc["input_ids"], enc["attention_mask"], image_embeds, pixels.float()
+        contents = [[{"type": "image"}, {"type": "text", "text": question_prompt(q, t)}]
+                    for q, t in zip(questions, qa_types, strict=True)]
+        ids, mask, _, _ = self._image_prompts(contents)
+        pixels = self.pixel_values(images)
+        return ids, mask, self.image_features(pixels), pixels
+
+    @torch.no_grad()
+    def describe(self, images: torch.Tensor, instruction: str, max_tokens: int) -> list[str]:
+        """Greedy one-sentence captions of images ``[R, 3, H, W]`` in [-1, 1], batched on the device."""
+        content = [{"type": "image"}, {"type": "text", "text": instruction}]
+        ids, mask, _, _ = self._image_prompts([content] * len(images))
+        rollout = self.sample_texts(ids, mask, self.image_features(images), 1, temperature=0.0, max_tokens=max_tokens)
+        return [text.strip() for text in rollout.texts]
+
+    @torch.no_grad()
+    def matching_states(
+        self, images: torch.Tensor, prompts: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Last hidden states when the policy reads (image, prompt), with the image and prompt spans.
+
+        One batched forward. The spans come from the batch itself: image positions are the image
+        tokens, prompt positions are the tokens whose characters fall inside the prompt's text, so
+        left padding and the chat template cannot shift them.
+
+        Returns:
+            ``states [R, L, D]``, ``image_mask [R, L]`` and ``text_mask [R, L]`` (bool).
+        """
+        contents = [[{"type": "image"}, {"type": "text", "text": prompt}] for prompt in prompts]
+        ids, mask, texts, offsets = self._image_prompts(contents)
+        starts = torch.tensor([text.rfind(prompt) for text, prompt in zip(texts, prompts, strict=True)])
+        ends = starts + torch.tensor([len(prompt) for prompt in prompts])
+        inside = (offsets[..., 0] >= starts[:, None]) & (offsets[..., 1] <= ends[:, None])
+        text_mask = (inside & (offsets[..., 1] > offsets[..., 0])).to(self.device) & mask.bool()
+        image_mask = ids == self.model.config.image_token_id
+        embeds = self._embed_prompt(ids, self.image_features(images))
+        return self._forward(embeds, mask, self.llm), image_mask, text_mask
 
     @torch.no_grad()
     def sample_texts(
-        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, image_embeds: torch.Tensor, group_size: int
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        image_embeds: torch.Tensor,
+        group_size: int,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
     ) -> TextRollout:
-        """G answers per example in one decode loop; each image's features are computed once and shared."""
+        """G answers per example in one decode loop; each image's features are computed once and shared.
+
+        ``temperature`` and ``max_tokens`` default to the policy's settings; other values are for
+        uses outside RL (greedy captions), since the log-probs are always at the policy's temperature.
+        """
+        temperature = self.text_temperature if temperature is None else temperature
         example_index = torch.arange(prompt_ids.shape[0], device=prompt_ids.device).repeat_interleave(group_size)
         ids, mask = prompt_ids[example_index], prompt_mask[example_index]
-        rows, limit = ids.shape[0], self.max_completion_tokens
+        rows, limit = ids.shape[0], max_tokens or self.max_completion_tokens
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         completion = ids.new_full((rows, limit), pad)
         logps = torch.zeros(rows, limit, device=ids.device)
@@ -282,7 +341,7 @@ class JanusPolicy(nn.Module):
         def step_fn(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             nonlocal step
             logits = self.model.lm_head(hidden).float()
-            token = sample_from_logits(logits, self.text_temperature)
+            token = sample_from_logits(logits, temperature)
             token = torch.where(finished, torch.full_like(token, pad), token)
             valid[:, step] = ~finished
             completion[:, step] = token
