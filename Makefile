@@ -7,7 +7,7 @@ MODEL ?= checkpoints/Janus-Pro-1B
 DATA ?= data/x2x_rft_22k
 LOGDIR ?= runs
 
-.PHONY: install test lint demo stage1 tensorboard bench clean
+.PHONY: install test lint demo stage1 tensorboard bench clean spice
 
 $(BIN)/corl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,3 +39,6 @@ clean:
 
 bench: install  ## rollout throughput against transformers' generate (BENCH_ARGS="--device cuda ...")
 	$(BIN)/python benchmarks/rollout.py $(BENCH_ARGS)
+
+spice: install  ## SPICE caption metric, once: CoreNLP 3.6.0 jars from Maven Central (SHA-1 checked) + the Java server
+	$(BIN)/python -m corl.modules.rewards.spice setup

@@ -8,6 +8,7 @@ pair cannot be scored).
 from __future__ import annotations
 
 import re
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import torch
@@ -36,8 +37,9 @@ class CaptionMetric:
 class CiderD(CaptionMetric):
     """CIDEr-D of pycocoevalcap (pure Python, offline), divided by 10 to lie in [0, 1].
 
-    Document frequencies come from the references of the call, as in the COCO evaluation; every
-    prompt of a rollout appears G times, which leaves the IDF unchanged. With a single distinct
+    Document frequencies come from the distinct references of the call, as in the COCO evaluation
+    of one caption per image: pairs are scored in rounds in which each reference appears once, so a
+    prompt repeated G times (a rollout group) weighs as one document. With a single distinct
     reference the IDF is zero and so is every score: use at least two prompts per step.
 
     Args:
@@ -56,8 +58,16 @@ class CiderD(CaptionMetric):
 
         if len(candidates) != len(references):
             raise ValueError(f"{len(candidates)} candidates for {len(references)} references")
-        scorer = CiderScorer(n=self.n, sigma=self.sigma)
-        for candidate, reference in zip(candidates, references, strict=True):
-            scorer.cook_append(simple_tokenize(candidate), [simple_tokenize(reference)])
-        _, scores = scorer.compute_score()
-        return (torch.as_tensor(scores, dtype=torch.float32) / 10.0).clamp(0.0, 1.0)
+        rounds: dict[int, list[int]] = defaultdict(list)
+        seen: Counter[str] = Counter()
+        for row, reference in enumerate(references):
+            rounds[seen[reference]].append(row)  # round k holds the k-th use of each reference
+            seen[reference] += 1
+        scores = torch.zeros(len(candidates))
+        for rows in rounds.values():
+            scorer = CiderScorer(n=self.n, sigma=self.sigma)
+            for row in rows:
+                scorer.cook_append(simple_tokenize(candidates[row]), [simple_tokenize(references[row])])
+            _, round_scores = scorer.compute_score()
+            scores[rows] = torch.as_tensor(round_scores, dtype=torch.float32)
+        return (scores / 10.0).clamp(0.0, 1.0)

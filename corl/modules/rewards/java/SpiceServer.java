@@ -36,7 +36,7 @@ public class SpiceServer {
         replies.println("READY");
         BufferedReader requests = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         for (String line; (line = requests.readLine()) != null; ) {
-            if (line.isBlank()) {
+            if (line.trim().isEmpty()) {
                 continue;
             }
             try {
