@@ -3,9 +3,12 @@
 from corl.modules.rewards.base import TEXT_REWARDS, GeneratedImages, ImageReward, TextReward
 from corl.modules.rewards.caption_metrics import CaptionMetric, CiderD
 from corl.modules.rewards.captioners import Captioner, SelfCaptioner
+from corl.modules.rewards.clip_score import ClipScoreReward
 from corl.modules.rewards.consistency import ImageConsistencyReward
 from corl.modules.rewards.cycle import CycleConsistencyReward
+from corl.modules.rewards.hf_captioner import HFCaptioner
 from corl.modules.rewards.matching import TextImageMatchingReward
+from corl.modules.rewards.spice import Spice
 from corl.modules.rewards.text import accuracy_reward, format_reward, mcq_accuracy_reward, oe_accuracy_reward
 
 __all__ = [
@@ -13,11 +16,14 @@ __all__ = [
     "CaptionMetric",
     "Captioner",
     "CiderD",
+    "ClipScoreReward",
     "CycleConsistencyReward",
     "GeneratedImages",
+    "HFCaptioner",
     "ImageConsistencyReward",
     "ImageReward",
     "SelfCaptioner",
+    "Spice",
     "TextImageMatchingReward",
     "TextReward",
     "accuracy_reward",
