@@ -2,12 +2,11 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CONFIG ?= configs/demo/s1.yaml
 MODEL ?= checkpoints/Janus-Pro-1B
 DATA ?= data/x2x_rft_22k
 LOGDIR ?= runs
 
-.PHONY: install test lint demo stage1 tensorboard bench clean spice
+.PHONY: install test lint demo stage1 stage2 tensorboard bench spice clean
 
 $(BIN)/corl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,17 +24,35 @@ test: install  ## the whole test suite (CPU, a few minutes)
 lint: install
 	$(BIN)/ruff check corl tests benchmarks scripts
 
-demo: install  ## stage 1 on the embedded tiny Janus and procedural data, on the CPU
-	$(BIN)/corl fit -c $(CONFIG)
+demo: install  ## the whole chain on the embedded tiny Janus and procedural data, on the CPU
+	rm -rf checkpoints/demo exports/demo
+	$(BIN)/corl fit -c configs/demo/s1.yaml
+	$(BIN)/corl fit -c configs/demo/s2_t2i.yaml
+	$(BIN)/corl fit -c configs/demo/s2_mcq.yaml
+	$(BIN)/corl fit -c configs/demo/s2_oe.yaml
+	$(BIN)/corl merge checkpoints/demo/s2_mcq/last.ckpt checkpoints/demo/s2_oe/last.ckpt --out exports/demo/mm2t
+	$(BIN)/corl export checkpoints/demo/s2_t2i/last.ckpt exports/demo/t2i
 
 stage1: install  ## stage 1 with the paper's settings on real weights and data
 	$(BIN)/corl fit -c configs/s1.yaml --model.model $(MODEL) --data.source $(DATA)
+
+S1_CKPT ?= checkpoints/s1/last.ckpt
+DATA_T2I ?= data/x2x_rft_16k
+DATA_MCQ ?= data/mcot_r1_mcq_66k
+DATA_OE ?= data/mcot_r1_vqa_66k
+
+stage2: install  ## the three refined runs from stage 1's final checkpoint, then MC + OE merged into one model
+	$(BIN)/corl fit -c configs/s2_t2i.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_T2I)
+	$(BIN)/corl fit -c configs/s2_mcq.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_MCQ)
+	$(BIN)/corl fit -c configs/s2_oe.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_OE)
+	$(BIN)/corl merge checkpoints/s2_mcq/last.ckpt checkpoints/s2_oe/last.ckpt --out exports/s2_mm2t
+	$(BIN)/corl export checkpoints/s2_t2i/last.ckpt exports/s2_t2i
 
 tensorboard: install  ## watch runs
 	$(BIN)/tensorboard --logdir $(LOGDIR)
 
 clean:
-	rm -rf $(LOGDIR) .pytest_cache .ruff_cache
+	rm -rf $(LOGDIR) checkpoints/demo exports/demo .pytest_cache .ruff_cache
 
 bench: install  ## rollout throughput against transformers' generate (BENCH_ARGS="--device cuda ...")
 	$(BIN)/python benchmarks/rollout.py $(BENCH_ARGS)

@@ -1,25 +1,34 @@
-"""The ``corl`` command: LightningCLI over the CoRL module and the triplet DataModule.
+"""The ``corl`` command: LightningCLI over the CoRL module and the example DataModule, plus tools.
 
 ``corl fit -c configs/demo/s1.yaml`` trains; every option is documented by ``corl fit --help``.
+``corl export | merge | generate`` handle the weights afterwards (``corl export --help``...).
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 from lightning.pytorch.cli import LightningCLI
 
-from corl.data.datamodule import TripletDataModule
+from corl.data.datamodule import ExampleDataModule
 from corl.modules.corl_module import CoRLModule
+
+TOOLS = ("export", "merge", "generate")
 
 
 def main(args: list[str] | None = None) -> None:
     """Run the CLI (``args`` instead of ``sys.argv`` for tests)."""
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] in TOOLS:
+        from corl.tools import run
+
+        return run(argv)
     # The policy keeps every module in eval mode on purpose (no dropout in RL log-probs).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     LightningCLI(
         CoRLModule,
-        TripletDataModule,
+        ExampleDataModule,
         args=args,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the module owns AdamW and its schedule (see its arguments)

@@ -17,7 +17,7 @@ import time
 import lightning as L
 import torch
 
-from corl.data.datamodule import TripletDataModule
+from corl.data.datamodule import ExampleDataModule
 from corl.data.procedural import make_scene
 from corl.modules.corl_module import CoRLModule
 from corl.modules.policy import JanusPolicy
@@ -87,7 +87,7 @@ def main() -> None:
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[PhaseTimes()],
     )
     torch.cuda.reset_peak_memory_stats()
-    trainer.fit(module, TripletDataModule(batch_size=args.prompts, length=64, image_size=size))
+    trainer.fit(module, ExampleDataModule(batch_size=args.prompts, length=64, image_size=size))
 
 
 if __name__ == "__main__":

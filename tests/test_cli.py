@@ -7,7 +7,7 @@ from lightning.pytorch.cli import LightningCLI
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from corl.cli import main
-from corl.data.datamodule import TripletDataModule
+from corl.data.datamodule import ExampleDataModule
 from corl.modules.corl_module import CoRLModule
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml"))
@@ -22,7 +22,7 @@ class ParseOnly(LightningCLI):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_every_config_parses(config):
-    cli = ParseOnly(CoRLModule, TripletDataModule, args=["-c", str(config)], run=False, auto_configure_optimizers=False)
+    cli = ParseOnly(CoRLModule, ExampleDataModule, args=["-c", str(config)], run=False, auto_configure_optimizers=False)
     model = cli.config.model
     assert model.image_rewards or model.text_rewards
 

@@ -1,39 +1,48 @@
-"""The stage-1 DataModule: triplets from the procedural set or from local files."""
+"""One DataModule for the three kinds of example, from the procedural set or from local files."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from corl.data.procedural import ProceduralTriplets
-from corl.data.readers import TripletFiles
-from corl.data.schema import collate_triplets
+from corl.data.procedural import ProceduralExamples
+from corl.data.readers import ExampleFiles
+from corl.data.schema import Kind, collate_examples
 
 
-class TripletDataModule(L.LightningDataModule):
-    """Batches of ⟨real image, prompt, question⟩ triplets for unified RL.
+class ExampleDataModule(L.LightningDataModule):
+    """Batches of examples: triplets (stage 1), T2I prompts or QA pairs (stage 2).
 
     Args:
         source: ``procedural`` for the embedded data set, or a local parquet/jsonl file or folder.
-        batch_size: prompts (triplets) per step on each device; each is expanded to G samples.
+        kind: ``triplet`` (prompt, real_image, qa_problem, qa_solution, qa_type), ``t2i`` (prompt,
+            real_image) or ``qa`` (real_image, qa_problem, qa_solution, qa_type).
+        batch_size: examples per step on each device; each is expanded to G samples.
         num_workers: DataLoader worker processes.
         shuffle: shuffle the examples every epoch.
         columns: our column name -> the file's column name, for files that name them differently.
+        defaults: values for columns the files lack, e.g. ``{"qa_type": "MC"}`` for an MC-only set.
         length: number of procedural examples.
         seed: seed of the procedural set.
         image_size: side of the procedural images in pixels.
+        questions: procedural questions: ``any``, ``mc`` (multiple choice only) or ``oe`` (open-ended only).
     """
 
     def __init__(
         self,
         source: str = "procedural",
+        kind: Kind = "triplet",
         batch_size: int = 16,
         num_workers: int = 0,
         shuffle: bool = True,
         columns: dict[str, str] | None = None,
+        defaults: dict[str, str] | None = None,
         length: int = 1024,
         seed: int = 0,
         image_size: int = 64,
+        questions: Literal["any", "mc", "oe"] = "any",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -45,19 +54,19 @@ class TripletDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         if hp.source == "procedural":
-            self.dataset = ProceduralTriplets(hp.length, hp.seed, hp.image_size)
+            self.dataset = ProceduralExamples(hp.length, hp.seed, hp.image_size, hp.kind, hp.questions)
         else:
-            self.dataset = TripletFiles(hp.source, hp.columns)
+            self.dataset = ExampleFiles(hp.source, hp.kind, hp.columns, hp.defaults)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of ``batch_size`` triplets, collated into a ``TripletBatch``."""
+        """Shuffled batches of ``batch_size`` examples, collated into an ``ExampleBatch``."""
         self.setup()
         return DataLoader(
             self.dataset,
             batch_size=self.hparams.batch_size,
             shuffle=self.hparams.shuffle,
             num_workers=self.hparams.num_workers,
-            collate_fn=collate_triplets,
+            collate_fn=collate_examples,
             drop_last=True,
             persistent_workers=self.hparams.num_workers > 0,
         )

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from corl.data.schema import Triplet
+from corl.data.schema import Example, columns_of
 
 COLOURS = {
     "red": (220, 40, 40),
@@ -44,8 +44,13 @@ def _caption(objects: list[tuple[str, str]], background: str) -> str:
     return f"{listed} on a {background} background"
 
 
-def make_scene(seed: int, index: int, image_size: int = 64) -> Triplet:
-    """Example ``index`` of the set with this ``seed``: an image, its caption and one MC or OE question."""
+def make_scene(seed: int, index: int, image_size: int = 64, questions: str = "any") -> Example:
+    """Example ``index`` of the set with this ``seed``: an image, its caption and one question.
+
+    ``questions`` is ``any`` (MC or open-ended, half each), ``mc`` or ``oe``.
+    """
+    if questions not in ("any", "mc", "oe"):
+        raise ValueError(f"questions must be 'any', 'mc' or 'oe', got {questions!r}")
     rng = random.Random(seed * 1_000_003 + index)
     count = rng.randint(1, 3)
     shapes = rng.sample(SHAPES, count)  # distinct shapes, so "the circle" is unambiguous
@@ -59,7 +64,8 @@ def make_scene(seed: int, index: int, image_size: int = 64) -> Triplet:
         box = (slot * cell + margin, image_size // 4, (slot + 1) * cell - margin, image_size // 4 + cell - 2 * margin)
         _draw_shape(draw, shape, box, COLOURS[colour])
 
-    if rng.random() < 0.5:
+    draw_mc = rng.random() < 0.5  # drawn in every case, so the rest of the scene does not depend on it
+    if questions == "mc" or (questions == "any" and draw_mc):
         colour, shape = rng.choice(objects)
         options = [colour, *rng.sample([c for c in COLOURS if c != colour], 3)]
         rng.shuffle(options)
@@ -79,22 +85,34 @@ def make_scene(seed: int, index: int, image_size: int = 64) -> Triplet:
         else:  # several shapes share this colour, so "which shape" has no single answer: count them
             problem = f"How many {colour} shapes are in the image?"
             solution, qa_type = f"<answer>{NUMBER_WORDS[same]}</answer>", "counting"
-    return Triplet(_caption(objects, background), image, problem, solution, qa_type)
+    return Example(image, _caption(objects, background), problem, solution, qa_type)
 
 
-class ProceduralTriplets(Dataset):
-    """``length`` procedural triplets; example ``i`` is always the same for the same seed."""
+class ProceduralExamples(Dataset):
+    """``length`` procedural examples of one kind; example ``i`` is always the same for the same seed.
 
-    def __init__(self, length: int = 256, seed: int = 0, image_size: int = 64) -> None:
-        self.length, self.seed, self.image_size = length, seed, image_size
+    Args:
+        length: number of examples.
+        seed: which set.
+        image_size: side of the images in pixels.
+        kind: ``triplet``, ``t2i`` or ``qa``; columns the kind lacks are None.
+        questions: ``any``, ``mc`` (multiple choice only) or ``oe`` (open-ended only).
+    """
+
+    def __init__(
+        self, length: int = 256, seed: int = 0, image_size: int = 64, kind: str = "triplet", questions: str = "any"
+    ) -> None:
+        self.length, self.seed, self.image_size, self.questions = length, seed, image_size, questions
+        self.columns = columns_of(kind)
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> Triplet:
+    def __getitem__(self, index: int) -> Example:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        return make_scene(self.seed, index, self.image_size)
+        scene = make_scene(self.seed, index, self.image_size, self.questions)
+        return Example(**{name: getattr(scene, name) for name in self.columns})
 
 
 def vocabulary_corpus() -> Iterator[str]:

@@ -1,4 +1,4 @@
-"""Read triplets from local parquet or jsonl files (or folders of them), in the public data set's layout.
+"""Read examples from local parquet or jsonl files (or folders of them), in the public data sets' layout.
 
 Images may be stored as bytes (Hugging Face ``Image`` feature: ``{"bytes": ..., "path": ...}`` or raw
 bytes) or as a path, relative to the file that names it. Every error names the file and the row.
@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from corl.data.schema import TRIPLET_COLUMNS, Triplet
+from corl.data.schema import Example, columns_of
 
 SUFFIXES = (".parquet", ".jsonl")
 
@@ -73,16 +73,25 @@ def decode_image(value: Any, base: Path) -> Image.Image:
     return image.convert("RGB")
 
 
-class TripletFiles(Dataset):
-    """All triplets of the given files, rows checked as they are read.
+class ExampleFiles(Dataset):
+    """All examples of the given files, rows checked as they are read.
 
     Args:
         path: a parquet/jsonl file or a folder of them.
+        kind: ``triplet``, ``t2i`` or ``qa``: which columns every row must have.
         columns: maps our column names to the file's, for data sets that name them differently.
+        defaults: values for columns the files do not have, e.g. ``{"qa_type": "MC"}`` for an MC set.
     """
 
-    def __init__(self, path: str | Path, columns: dict[str, str] | None = None) -> None:
-        self.columns = {name: (columns or {}).get(name, name) for name in TRIPLET_COLUMNS}
+    def __init__(
+        self,
+        path: str | Path,
+        kind: str = "triplet",
+        columns: dict[str, str] | None = None,
+        defaults: dict[str, str] | None = None,
+    ) -> None:
+        self.defaults = dict(defaults or {})
+        self.columns = {name: (columns or {}).get(name, name) for name in columns_of(kind) if name not in self.defaults}
         self.rows: list[tuple[Path, int, dict[str, Any]]] = []
         for file in data_files(path):
             for number, row in enumerate(_read_rows(file)):
@@ -94,11 +103,11 @@ class TripletFiles(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> Triplet:
+    def __getitem__(self, index: int) -> Example:
         file, number, row = self.rows[index]
-        values = {ours: row[theirs] for ours, theirs in self.columns.items()}
+        values = {**self.defaults, **{ours: row[theirs] for ours, theirs in self.columns.items()}}
         try:
             values["real_image"] = decode_image(values["real_image"], file.parent)
         except (OSError, ValueError) as err:
             raise DataError(f"{file}, row {number}: cannot read column {self.columns['real_image']!r}: {err}") from err
-        return Triplet(**{k: v if k == "real_image" else str(v) for k, v in values.items()})
+        return Example(**{k: v if k == "real_image" else str(v) for k, v in values.items()})

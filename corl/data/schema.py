@@ -1,49 +1,70 @@
-"""The stage-1 triplet: one real image, a caption of it (the T2I prompt) and a question about it.
+"""The three kinds of example, with the public data sets' column names.
 
-Field names are the public data set's column names (``mm-vl/x2x_rft_22k``), so a row of that set
-and a row of the procedural set are the same record.
+- ``triplet`` (stage 1, ``mm-vl/x2x_rft_22k``): a real image, a caption of it (the T2I prompt) and a
+  question about it;
+- ``t2i`` (stage-2 generation, ``mm-vl/x2x_rft_16k``): a prompt and the real image it describes;
+- ``qa`` (stage-2 understanding, ``mm-vl/mcot_r1_mcq_66k`` / ``mcot_r1_vqa_66k``): an image, a
+  question and its solution.
+
+One record serves all three: the columns a kind lacks are ``None``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
-TRIPLET_COLUMNS = ("prompt", "real_image", "qa_problem", "qa_solution", "qa_type")
+Kind = Literal["triplet", "t2i", "qa"]
+KIND_COLUMNS: dict[str, tuple[str, ...]] = {
+    "triplet": ("prompt", "real_image", "qa_problem", "qa_solution", "qa_type"),
+    "t2i": ("prompt", "real_image"),
+    "qa": ("real_image", "qa_problem", "qa_solution", "qa_type"),
+}
+
+
+def columns_of(kind: str) -> tuple[str, ...]:
+    """The columns an example of ``kind`` must have."""
+    if kind not in KIND_COLUMNS:
+        raise ValueError(f"unknown kind of example {kind!r}; expected one of {sorted(KIND_COLUMNS)}")
+    return KIND_COLUMNS[kind]
 
 
 @dataclass
-class Triplet:
-    """One stage-1 example."""
+class Example:
+    """One example; the columns its kind lacks are None."""
 
-    prompt: str  # caption of real_image; the text-to-image prompt
     real_image: Image.Image  # RGB
-    qa_problem: str  # the question (options included for MC)
-    qa_solution: str  # ground truth, usually "<answer>…</answer>"
-    qa_type: str  # "MC" or an open-ended type
+    prompt: str | None = None  # caption of real_image; the text-to-image prompt
+    qa_problem: str | None = None  # the question (options included for MC)
+    qa_solution: str | None = None  # ground truth, usually "<answer>…</answer>"
+    qa_type: str | None = None  # "MC" or an open-ended type
 
 
 @dataclass
-class TripletBatch:
-    """A collated list of triplets; lists rather than tensors because the policy's processor encodes them."""
+class ExampleBatch:
+    """A collated list of examples; lists rather than tensors because the policy's processor encodes them."""
 
-    prompt: list[str]
     real_image: list[Image.Image]
-    qa_problem: list[str]
-    qa_solution: list[str]
-    qa_type: list[str]
+    prompt: list[str] | None = None
+    qa_problem: list[str] | None = None
+    qa_solution: list[str] | None = None
+    qa_type: list[str] | None = None
 
     def __len__(self) -> int:
-        return len(self.prompt)
+        return len(self.real_image)
 
     def text_columns(self) -> dict[str, list[Any]]:
         """The columns passed to text rewards (TRL convention), one entry per example."""
-        return {"prompt": self.prompt, "qa_problem": self.qa_problem, "qa_solution": self.qa_solution,
-                "qa_type": self.qa_type}
+        names = ("prompt", "qa_problem", "qa_solution", "qa_type")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
-def collate_triplets(items: list[Triplet]) -> TripletBatch:
-    """Collate function for the DataLoader."""
-    return TripletBatch(**{f.name: [getattr(t, f.name) for t in items] for f in fields(Triplet)})
+def collate_examples(items: list[Example]) -> ExampleBatch:
+    """Collate function for the DataLoader: a column is None when the examples lack it."""
+    columns = {}
+    for field in fields(Example):
+        values = [getattr(item, field.name) for item in items]
+        columns[field.name] = None if any(v is None for v in values) else values
+    return ExampleBatch(**columns)

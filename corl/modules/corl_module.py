@@ -15,7 +15,7 @@ from typing import Literal
 import lightning as L
 import torch
 
-from corl.data.schema import TripletBatch
+from corl.data.schema import ExampleBatch
 from corl.modules.grpo import AdvantageScale, Aggregation, group_advantages, policy_loss
 from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media
@@ -55,6 +55,11 @@ class CoRLModule(L.LightningModule):
         lr_schedule: ``constant`` or ``cosine`` (to 0 at the last step) after warmup.
         grad_clip: max gradient norm; 0 disables clipping.
         log_media_every_n_steps: how often image grids and completions go to TensorBoard; 0 never.
+        alternate_every: RL-Cycle (the pilot study): with rewards for both tasks, roll out only the image
+            task for this many steps, then only the text task, and so on; 0 trains both every step.
+        init_from: start from these weights (a corl checkpoint or an exported Hugging Face folder) with
+            a fresh optimiser and step counter, e.g. stage 2 from stage 1; the KL reference (``beta >
+            0``) is this starting model. Resuming an interrupted run is ``--ckpt_path`` instead.
         seed: initialisation seed of the tiny model.
     """
 
@@ -86,6 +91,8 @@ class CoRLModule(L.LightningModule):
         lr_schedule: Literal["constant", "cosine"] = "constant",
         grad_clip: float = 1.0,
         log_media_every_n_steps: int = 50,
+        alternate_every: int = 0,
+        init_from: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -96,6 +103,10 @@ class CoRLModule(L.LightningModule):
         if not self.image_rewards and not self.text_rewards:
             raise ValueError("configure at least one reward in model.image_rewards or model.text_rewards")
         janus, processor = load_janus(model, dtype, seed)
+        if init_from is not None:  # stage 2 starts from stage 1's weights; the optimiser starts fresh
+            from corl.checkpoints import load_state, read_weights
+
+            load_state(janus, read_weights(init_from), init_from)
         self.policy = JanusPolicy(
             janus,
             processor,
@@ -113,10 +124,10 @@ class CoRLModule(L.LightningModule):
             reward.setup()
 
     # ----------------------------------------------------------------------------- the algorithm
-    def training_step(self, batch: TripletBatch, batch_idx: int) -> None:
+    def training_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         """Rollout -> rewards -> advantages -> mu clipped GRPO updates -> logs."""
         timer = time.perf_counter()
-        rollout = self.rollout(batch)
+        rollout = self.rollout(batch, self.tasks_at(self.global_step // self.hparams.mu))
         rollout_time, timer = time.perf_counter() - timer, time.perf_counter()
         rewards = self.score(rollout, batch)
         reward_time, timer = time.perf_counter() - timer, time.perf_counter()
@@ -142,18 +153,29 @@ class CoRLModule(L.LightningModule):
             log_media(self.logger, self.global_step, batch, rollout, rewards, hp.group_size, captions)
 
     @torch.no_grad()
-    def rollout(self, batch: TripletBatch) -> Rollout:
-        """Sample G outputs per example for each task that has rewards; record pi_old (and ref) log-probs."""
+    def tasks_at(self, step: int) -> tuple[str, ...]:
+        """The tasks rolled out at a training step: those with rewards, or one of them in turn (RL-Cycle)."""
+        tasks = tuple(task for task, rewards in (("image", self.image_rewards), ("text", self.text_rewards)) if rewards)
+        every = self.hparams.alternate_every
+        return tasks if every <= 0 or len(tasks) < 2 else (tasks[(step // every) % 2],)
+
+    def rollout(self, batch: ExampleBatch, tasks: tuple[str, ...] | None = None) -> Rollout:
+        """Sample G outputs per example for each task (default: all with rewards); record pi_old and ref log-probs."""
         g = self.hparams.group_size
+        tasks = self.tasks_at(0) if tasks is None else tasks
+        if "image" in tasks and batch.prompt is None:
+            raise ValueError("image rewards are configured but the data has no prompts (data.kind: t2i or triplet)")
+        if "text" in tasks and batch.qa_problem is None:
+            raise ValueError("text rewards are configured but the data has no questions (data.kind: qa or triplet)")
         image = text = None
-        if self.text_rewards:
+        if "text" in tasks:
             ids, mask, image_embeds, real = self.policy.understanding_prompts(
                 batch.qa_problem, batch.qa_type, batch.real_image
             )
             text = self.policy.sample_texts(ids, mask, image_embeds, g)
         else:
             real = self.policy.pixel_values(batch.real_image)
-        if self.image_rewards:
+        if "image" in tasks:
             image = self.policy.sample_images(batch.prompt, g)
         rollout = Rollout(image=image, text=text, real_pixels=real, group_size=g)
         if self.reference is not None:
@@ -168,7 +190,7 @@ class CoRLModule(L.LightningModule):
         return image_logps, text_logps
 
     @torch.no_grad()
-    def score(self, rollout: Rollout, batch: TripletBatch) -> dict[str, torch.Tensor]:
+    def score(self, rollout: Rollout, batch: ExampleBatch) -> dict[str, torch.Tensor]:
         """Every reward ``[R]`` by name, plus the weighted ``image``, ``text`` and paired ``total``.
 
         The seconds each reward took go to ``self.reward_times`` (logged as ``time/reward/<name>``).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchvision.utils import make_grid
 
-from corl.data.schema import TripletBatch
+from corl.data.schema import ExampleBatch
 from corl.modules.rollout import Rollout
 
 MAX_EXAMPLES = 4
@@ -15,7 +15,7 @@ def _markdown_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def log_media(logger, step: int, batch: TripletBatch, rollout: Rollout, rewards: dict[str, torch.Tensor],
+def log_media(logger, step: int, batch: ExampleBatch, rollout: Rollout, rewards: dict[str, torch.Tensor],
               group_size: int, captions: list[str] | None = None) -> None:
     """Log, for the first few examples, the real image then its G samples as one grid row, and answers.
 

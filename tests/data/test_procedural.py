@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from corl.data.procedural import BACKGROUNDS, COLOURS, NUMBER_WORDS, SHAPES, ProceduralTriplets, make_scene
-from corl.data.schema import Triplet
+from corl.data.procedural import BACKGROUNDS, COLOURS, NUMBER_WORDS, SHAPES, ProceduralExamples, make_scene
+from corl.data.schema import Example
 from corl.modules.rewards.text import accuracy_reward, extract_answer, mcq_accuracy_reward, oe_accuracy_reward
 
 CAPTION = re.compile(r"^(?P<objects>.+) on a (?P<background>\w+) background$")
@@ -64,10 +64,10 @@ def test_same_seed_and_index_give_identical_examples():
 
 
 def test_dataset_matches_make_scene_and_repeats():
-    data = ProceduralTriplets(length=10, seed=7, image_size=32)
+    data = ProceduralExamples(length=10, seed=7, image_size=32)
     for index in range(10):
         a, b, ref = data[index], data[index], make_scene(7, index, 32)
-        assert isinstance(a, Triplet)
+        assert isinstance(a, Example)
         assert a.prompt == b.prompt == ref.prompt
         assert a.qa_solution == b.qa_solution == ref.qa_solution
         assert a.real_image.tobytes() == b.real_image.tobytes() == ref.real_image.tobytes()
@@ -101,7 +101,7 @@ def test_image_size_and_mode(size):
 
 def test_default_image_size_is_64():
     assert make_scene(0, 0).real_image.size == (64, 64)
-    assert ProceduralTriplets(length=1)[0].real_image.size == (64, 64)
+    assert ProceduralExamples(length=1)[0].real_image.size == (64, 64)
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -232,19 +232,19 @@ def test_rewards_verify_procedural_answers_in_other_forms():
 
 
 def test_length_and_index_error():
-    data = ProceduralTriplets(length=5, seed=1, image_size=16)
+    data = ProceduralExamples(length=5, seed=1, image_size=16)
     assert len(data) == 5
     assert data[4].real_image.size == (16, 16)
     with pytest.raises(IndexError):
         data[5]
     with pytest.raises(IndexError):
         data[-1]
-    assert len(ProceduralTriplets(length=0)) == 0
+    assert len(ProceduralExamples(length=0)) == 0
     with pytest.raises(IndexError):
-        ProceduralTriplets(length=0)[0]
+        ProceduralExamples(length=0)[0]
 
 
 def test_iteration_stops_at_length():
-    data = ProceduralTriplets(length=3, seed=2, image_size=8)
+    data = ProceduralExamples(length=3, seed=2, image_size=8)
     items = list(data)  # the sequence protocol stops at the first IndexError
     assert [s.prompt for s in items] == [make_scene(2, i, 8).prompt for i in range(3)]

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from corl.data.readers import DataError, TripletFiles, data_files, decode_image
-from corl.data.schema import Triplet
+from corl.data.readers import DataError, ExampleFiles, data_files, decode_image
+from corl.data.schema import Example
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (10, 20, 30)]
 
@@ -54,8 +54,8 @@ HF_SCHEMA = pa.schema(
 )
 
 
-def check(triplet: Triplet, i: int, colour, size=(4, 3)) -> None:
-    assert isinstance(triplet, Triplet)
+def check(triplet: Example, i: int, colour, size=(4, 3)) -> None:
+    assert isinstance(triplet, Example)
     assert triplet.prompt == f"caption {i}"
     assert triplet.qa_problem == f"question {i}?"
     assert triplet.qa_solution == f"<answer>{i}</answer>"
@@ -70,7 +70,7 @@ def check(triplet: Triplet, i: int, colour, size=(4, 3)) -> None:
 
 def test_parquet_with_raw_png_bytes(tmp_path):
     file = write_parquet(tmp_path / "train.parquet", [row(i, png(COLOURS[i])) for i in range(3)])
-    data = TripletFiles(file)
+    data = ExampleFiles(file)
     assert len(data) == 3
     for i in range(3):
         check(data[i], i, COLOURS[i])
@@ -80,7 +80,7 @@ def test_parquet_with_hf_image_dicts(tmp_path):
     rows = [row(i, {"bytes": png(COLOURS[i]), "path": None}) for i in range(3)]
     file = write_parquet(tmp_path / "train.parquet", rows, schema=HF_SCHEMA)
     assert pq.read_table(file).schema.field("real_image").type == HF_SCHEMA.field("real_image").type
-    data = TripletFiles(str(file))  # a str path works as well as a Path
+    data = ExampleFiles(str(file))  # a str path works as well as a Path
     assert len(data) == 3
     for i in range(3):
         check(data[i], i, COLOURS[i])
@@ -93,7 +93,7 @@ def test_jsonl_with_paths_relative_to_the_file(tmp_path, monkeypatch):
         (folder / "images" / f"{i}.png").write_bytes(png(COLOURS[i]))
     file = write_jsonl(folder / "data.jsonl", [row(i, f"images/{i}.png") for i in range(3)])
     monkeypatch.chdir(tmp_path)  # paths are relative to the file, not to the working directory
-    data = TripletFiles(file)
+    data = ExampleFiles(file)
     assert len(data) == 3
     for i in range(3):
         check(data[i], i, COLOURS[i])
@@ -105,7 +105,7 @@ def test_jsonl_with_absolute_paths_and_hf_path_dicts(tmp_path):
     image.write_bytes(png(COLOURS[0], size=(5, 6)))
     (tmp_path / "y.png").write_bytes(png(COLOURS[1], size=(5, 6)))
     rows = [row(0, str(image)), row(1, {"bytes": None, "path": "y.png"})]
-    data = TripletFiles(write_jsonl(tmp_path / "data.jsonl", rows))
+    data = ExampleFiles(write_jsonl(tmp_path / "data.jsonl", rows))
     check(data[0], 0, COLOURS[0], size=(5, 6))
     check(data[1], 1, COLOURS[1], size=(5, 6))
 
@@ -113,7 +113,7 @@ def test_jsonl_with_absolute_paths_and_hf_path_dicts(tmp_path):
 @pytest.mark.parametrize("mode", ["RGBA", "L", "P"])
 def test_images_are_converted_to_rgb(tmp_path, mode):
     file = write_parquet(tmp_path / "a.parquet", [row(0, png((204, 204, 204), mode=mode))])
-    image = TripletFiles(file)[0].real_image
+    image = ExampleFiles(file)[0].real_image
     assert image.mode == "RGB"
     assert image.getpixel((1, 1)) == (204, 204, 204)
 
@@ -131,7 +131,7 @@ def test_folder_reads_all_data_files_sorted_and_recursively(tmp_path):
 
     files = data_files(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in files] == ["a_sub/part.jsonl", "b.parquet", "c.jsonl"]
-    data = TripletFiles(tmp_path)
+    data = ExampleFiles(tmp_path)
     assert len(data) == 4
     for i in range(3):
         check(data[i], i, COLOURS[i])
@@ -151,31 +151,31 @@ def test_columns_mapping(tmp_path):
     ]
     file = write_parquet(tmp_path / "renamed.parquet", rows)
     mapping = {"prompt": "caption", "real_image": "image", "qa_problem": "question", "qa_solution": "answer"}
-    data = TripletFiles(file, columns=mapping)  # qa_type keeps its own name
+    data = ExampleFiles(file, columns=mapping)  # qa_type keeps its own name
     assert len(data) == 2
     for i in range(2):
         check(data[i], i, COLOURS[i])
     with pytest.raises(DataError, match=r"renamed\.parquet, row 0\b.*'prompt'"):
-        TripletFiles(file)  # without the mapping our names are missing from the file
+        ExampleFiles(file)  # without the mapping our names are missing from the file
 
 
 def test_non_string_values_become_strings(tmp_path):
     r = {**row(0, png()), "qa_solution": 2, "qa_type": "counting"}
-    triplet = TripletFiles(write_parquet(tmp_path / "n.parquet", [r]))[0]
+    triplet = ExampleFiles(write_parquet(tmp_path / "n.parquet", [r]))[0]
     assert triplet.qa_solution == "2"
 
 
 def test_blank_lines_and_utf8_in_jsonl(tmp_path):
     (tmp_path / "i.png").write_bytes(png())
     rows = [{**row(i, "i.png"), "prompt": f"un café {i} — ✓"} for i in range(3)]
-    data = TripletFiles(write_jsonl(tmp_path / "u.jsonl", rows, blank_lines=True))
+    data = ExampleFiles(write_jsonl(tmp_path / "u.jsonl", rows, blank_lines=True))
     assert len(data) == 3
     assert [data[i].prompt for i in range(3)] == [f"un café {i} — ✓" for i in range(3)]
 
 
 def test_empty_data_file_gives_empty_dataset(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
-    assert len(TripletFiles(tmp_path / "empty.jsonl")) == 0
+    assert len(ExampleFiles(tmp_path / "empty.jsonl")) == 0
 
 
 def test_decode_image_accepts_every_form(tmp_path):
@@ -201,7 +201,7 @@ def test_missing_column_names_file_and_row(tmp_path):
     rows = [row(0, png()), {k: v for k, v in row(1, png()).items() if k != "qa_type"}, row(2, png())]
     file = write_parquet(tmp_path / "missing.parquet", rows)
     with pytest.raises(DataError) as err:
-        TripletFiles(file)
+        ExampleFiles(file)
     message = str(err.value)
     assert "missing.parquet" in message
     assert "row 1" in message
@@ -212,13 +212,13 @@ def test_null_value_counts_as_missing_in_jsonl(tmp_path):
     rows = [row(0, "a.png"), row(1, "a.png"), row(2, "a.png"), {**row(3, "a.png"), "qa_solution": None}]
     file = write_jsonl(tmp_path / "nulls.jsonl", rows, blank_lines=True)
     with pytest.raises(DataError, match=r"nulls\.jsonl, row 3\b.*qa_solution"):
-        TripletFiles(file)
+        ExampleFiles(file)
 
 
 def test_missing_mapped_column_names_the_files_column(tmp_path):
     file = write_jsonl(tmp_path / "m.jsonl", [row(0, "a.png")])
     with pytest.raises(DataError, match=r"m\.jsonl, row 0\b.*'picture'"):
-        TripletFiles(file, columns={"real_image": "picture"})
+        ExampleFiles(file, columns={"real_image": "picture"})
 
 
 @pytest.mark.parametrize("hf_dicts", [False, True])
@@ -228,7 +228,7 @@ def test_undecodable_image_bytes_fail_on_getitem_with_file_and_row(tmp_path, hf_
         images = [{"bytes": image, "path": None} for image in images]
     file = write_parquet(tmp_path / "broken.parquet", [row(i, image) for i, image in enumerate(images)],
                          schema=HF_SCHEMA if hf_dicts else None)
-    data = TripletFiles(file)  # rows are complete, so reading them succeeds
+    data = ExampleFiles(file)  # rows are complete, so reading them succeeds
     assert len(data) == 3
     check(data[0], 0, (255, 0, 0))
     for index in (1, 2):
@@ -241,7 +241,7 @@ def test_undecodable_image_bytes_fail_on_getitem_with_file_and_row(tmp_path, hf_
 
 
 def test_missing_image_file_fails_on_getitem_with_file_and_row(tmp_path):
-    data = TripletFiles(write_jsonl(tmp_path / "paths.jsonl", [row(0, "nowhere.png")]))
+    data = ExampleFiles(write_jsonl(tmp_path / "paths.jsonl", [row(0, "nowhere.png")]))
     with pytest.raises(DataError, match=r"paths\.jsonl, row 0\b"):
         data[0]
 
@@ -251,9 +251,9 @@ def test_nonexistent_path(tmp_path):
     with pytest.raises(DataError, match="nope"):
         data_files(missing)
     with pytest.raises(DataError, match="nope"):
-        TripletFiles(missing)
+        ExampleFiles(missing)
     with pytest.raises(DataError, match="nope.parquet"):
-        TripletFiles(tmp_path / "nope.parquet")
+        ExampleFiles(tmp_path / "nope.parquet")
 
 
 def test_folder_without_data_files(tmp_path):
@@ -261,7 +261,7 @@ def test_folder_without_data_files(tmp_path):
     (tmp_path / "data.json").write_text("{}")
     (tmp_path / "sub").mkdir()
     with pytest.raises(DataError, match=str(tmp_path.name)):
-        TripletFiles(tmp_path)
+        ExampleFiles(tmp_path)
     empty = tmp_path / "sub"
     with pytest.raises(DataError, match="sub"):
         data_files(empty)
@@ -271,13 +271,13 @@ def test_unsupported_file_type(tmp_path):
     file = tmp_path / "data.csv"
     file.write_text("prompt\n")
     with pytest.raises(DataError, match=r"data\.csv"):
-        TripletFiles(file)
+        ExampleFiles(file)
 
 
 def test_invalid_json_line_names_file_and_row(tmp_path):
     file = write_jsonl(tmp_path / "bad.jsonl", [row(0, "a.png"), row(1, "a.png"), '{"prompt": "unterminated'])
     with pytest.raises(DataError) as err:
-        TripletFiles(file)
+        ExampleFiles(file)
     message = str(err.value)
     assert "bad.jsonl" in message
     assert "row 2" in message
@@ -287,19 +287,19 @@ def test_invalid_json_line_names_file_and_row(tmp_path):
 def test_invalid_json_row_number_skips_blank_lines(tmp_path):
     file = write_jsonl(tmp_path / "gaps.jsonl", [row(0, "a.png"), "not json"], blank_lines=True)
     with pytest.raises(DataError, match=r"gaps\.jsonl, row 1\b"):
-        TripletFiles(file)
+        ExampleFiles(file)
 
 
 def test_json_line_that_is_not_an_object(tmp_path):
     file = write_jsonl(tmp_path / "list.jsonl", [row(0, "a.png"), [1, 2, 3]])
     with pytest.raises(DataError, match=r"list\.jsonl, row 1\b.*object"):
-        TripletFiles(file)
+        ExampleFiles(file)
 
 
 def test_error_in_second_file_of_a_folder_names_that_file(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [row(0, "x.png")])
     write_jsonl(tmp_path / "b.jsonl", [row(0, "x.png"), {"prompt": "only a prompt"}])
     with pytest.raises(DataError) as err:
-        TripletFiles(tmp_path)
+        ExampleFiles(tmp_path)
     assert "b.jsonl" in str(err.value) and "a.jsonl" not in str(err.value)
     assert "row 1" in str(err.value)

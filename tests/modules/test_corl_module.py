@@ -2,9 +2,9 @@ import lightning as L
 import pytest
 import torch
 
-from corl.data.datamodule import TripletDataModule
-from corl.data.procedural import ProceduralTriplets
-from corl.data.schema import collate_triplets
+from corl.data.datamodule import ExampleDataModule
+from corl.data.procedural import ProceduralExamples
+from corl.data.schema import collate_examples
 from corl.modules.corl_module import CoRLModule, _lr_lambda
 from corl.modules.grpo import group_advantages
 from corl.modules.rewards import ImageReward, TextReward
@@ -35,7 +35,7 @@ def text_constant(values):
 
 
 def batch(n=2, image_size=64):
-    return collate_triplets([ProceduralTriplets(n, seed=3, image_size=image_size)[i] for i in range(n)])
+    return collate_examples([ProceduralExamples(n, seed=3, image_size=image_size)[i] for i in range(n)])
 
 
 def module(**kwargs):
@@ -127,7 +127,7 @@ def fit(m, steps, **trainer_kwargs):
     stats = StepStats()
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[stats], **trainer_kwargs)
-    trainer.fit(m, TripletDataModule(batch_size=2, length=64))
+    trainer.fit(m, ExampleDataModule(batch_size=2, length=64))
     return trainer, stats.metrics
 
 

@@ -2,7 +2,7 @@
 
 import lightning as L
 
-from corl.data.datamodule import TripletDataModule
+from corl.data.datamodule import ExampleDataModule
 from corl.modules.corl_module import CoRLModule
 from corl.modules.rewards import ImageReward, TextReward
 
@@ -37,7 +37,7 @@ def train(module: CoRLModule, steps: int) -> list[float]:
         max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[history],
     )
-    trainer.fit(module, TripletDataModule(batch_size=2, length=512, image_size=64))
+    trainer.fit(module, ExampleDataModule(batch_size=2, length=512, image_size=64))
     return history.values
 
 

@@ -1,0 +1,98 @@
+"""Weights in and out: read a corl checkpoint or an exported folder, export, merge.
+
+Merging is pure arithmetic on state dicts (``linear_merge``, ``task_arithmetic``), so it is tested
+on small tensors; the file handling around it is thin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from corl.modules.loading import load_janus
+
+POLICY_PREFIX = "policy.model."
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The Janus state dict and the module's hyper-parameters of a corl (Lightning) checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    state = {k[len(POLICY_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(POLICY_PREFIX)}
+    if not state:
+        raise ValueError(f"{path} holds no corl policy weights (no '{POLICY_PREFIX}*' keys)")
+    return state, dict(ckpt.get("hyper_parameters", {}))
+
+
+def load_model(path: str | Path, dtype: str = "float32"):
+    """``(model, processor)`` from a corl checkpoint (built as its run built it) or an exported folder."""
+    path = Path(path)
+    if path.is_dir():
+        return load_janus(str(path), dtype)
+    state, hparams = read_checkpoint(path)
+    model, processor = load_janus(hparams.get("model", "tiny"), dtype, hparams.get("seed", 0))
+    load_state(model, state, str(path))
+    return model, processor
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The Janus state dict of a corl checkpoint or an exported folder."""
+    path = Path(path)
+    if path.is_dir():
+        return load_janus(str(path))[0].state_dict()
+    return read_checkpoint(path)[0]
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model``; a different architecture is a clear error, not a partial load."""
+    check_compatible([model.state_dict(), state], [type(model).__name__, source])
+    model.load_state_dict(state)
+
+
+def check_compatible(states: Sequence[dict[str, torch.Tensor]], names: Sequence[str]) -> None:
+    """Raise unless every state dict has the same keys and shapes as the first."""
+    first = states[0]
+    for state, name in zip(states[1:], names[1:], strict=True):
+        missing, extra = sorted(set(first) - set(state)), sorted(set(state) - set(first))
+        if missing or extra:
+            raise ValueError(f"{name} does not match {names[0]}: missing {missing[:5]}, unexpected {extra[:5]}")
+        shapes = [k for k in first if first[k].shape != state[k].shape]
+        if shapes:
+            k = shapes[0]
+            raise ValueError(f"{name} does not match {names[0]}: {k} is {tuple(state[k].shape)}, "
+                             f"not {tuple(first[k].shape)} (different model sizes)")
+
+
+def linear_merge(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """sum_i w_i * theta_i, key by key (weights are used as given: pass ones that sum to 1 to average)."""
+    if len(states) != len(weights):
+        raise ValueError(f"{len(states)} models but {len(weights)} weights")
+    return {k: sum(w * s[k].float() for w, s in zip(weights, states)).to(states[0][k].dtype) for k in states[0]}
+
+
+def task_arithmetic(
+    base: dict[str, torch.Tensor], states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]
+) -> dict[str, torch.Tensor]:
+    """Task arithmetic: base + sum_i w_i * (theta_i - base), each run's task vector added to its start."""
+    if len(states) != len(weights):
+        raise ValueError(f"{len(states)} models but {len(weights)} weights")
+    merged = {}
+    for k, start in base.items():
+        delta = sum(w * (s[k].float() - start.float()) for w, s in zip(weights, states))
+        merged[k] = (start.float() + delta).to(start.dtype)
+    return merged
+
+
+def export(model, processor, out: str | Path) -> Path:
+    """Write a transformers folder (weights, config, tokenizer, processor) for external evaluation suites."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -1,0 +1,105 @@
+"""``corl export``, ``corl merge`` and ``corl generate``: what happens to weights after training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from corl.checkpoints import check_compatible, export, linear_merge, load_model, task_arithmetic
+from corl.modules.policy import JanusPolicy
+
+
+def export_command(args: argparse.Namespace) -> None:
+    """Checkpoint -> transformers folder that ``JanusForConditionalGeneration.from_pretrained`` loads."""
+    model, processor = load_model(args.checkpoint, args.dtype)
+    print(f"exported {args.checkpoint} to {export(model, processor, args.out)}")
+
+
+def merge_command(args: argparse.Namespace) -> None:
+    """Weighted average (``linear``) or task arithmetic of models with the same architecture."""
+    weights = args.weights or [1.0 / len(args.models)] * len(args.models)
+    loaded = [load_model(path, args.dtype) for path in args.models]
+    states = [model.state_dict() for model, _ in loaded]
+    names = list(args.models)
+    if args.method == "task_arithmetic":
+        if args.base is None:
+            raise SystemExit("corl merge: --method task_arithmetic needs --base (the model the runs started from)")
+        base = load_model(args.base, args.dtype)[0].state_dict()
+        check_compatible([base, *states], [args.base, *names])
+        merged = task_arithmetic(base, states, weights)
+    else:
+        check_compatible(states, names)
+        merged = linear_merge(states, weights)
+    model, processor = loaded[0]
+    model.load_state_dict(merged)
+    print(f"merged {names} ({args.method}, weights {weights}) into {export(model, processor, args.out)}")
+
+
+def read_prompts(path: Path) -> list[dict]:
+    """Prompts from a text file (one per line) or GenEval's metadata jsonl (a ``prompt`` per line)."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        return [{"prompt": line.strip()} for line in lines]
+    rows = [json.loads(line) for line in lines]
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise SystemExit(f"corl generate: {path}, row {number}: expected an object with a 'prompt' string")
+    return rows
+
+
+@torch.no_grad()
+def generate_command(args: argparse.Namespace) -> None:
+    """Images for a prompt file in GenEval's layout: OUT/<index>/metadata.jsonl, OUT/<index>/samples/<k>.png."""
+    model, processor = load_model(args.model, args.dtype)
+    model.to(args.device)
+    policy = JanusPolicy(model, processor, cfg_weight=args.cfg_weight, image_temperature=args.temperature)
+    torch.manual_seed(args.seed)
+    for index, row in enumerate(read_prompts(Path(args.prompts))):
+        folder = Path(args.out) / f"{index:05d}"
+        (folder / "samples").mkdir(parents=True, exist_ok=True)
+        (folder / "metadata.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+        images = policy.sample_images([row["prompt"]], args.samples).pixels
+        for k, image in enumerate(images):
+            save_image((image.float() + 1) / 2, folder / "samples" / f"{k:04d}.png")
+    print(f"wrote {index + 1} prompts x {args.samples} images to {args.out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The three sub-commands and their options."""
+    root = argparse.ArgumentParser(prog="corl", description="corl export | merge | generate (training: corl fit)")
+    commands = root.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("export", help=export_command.__doc__)
+    p.add_argument("checkpoint", help="a corl .ckpt")
+    p.add_argument("out", help="output folder")
+    p.set_defaults(run=export_command)
+    p = commands.add_parser("merge", help=merge_command.__doc__)
+    p.add_argument("models", nargs="+", help="corl checkpoints or exported folders")
+    p.add_argument("--out", required=True, help="output folder (an exported model)")
+    p.add_argument("--method", choices=["linear", "task_arithmetic"], default="linear")
+    p.add_argument("--weights", type=float, nargs="+", help="one per model (default: equal, summing to 1)")
+    p.add_argument("--base", help="for task_arithmetic: the model the runs started from")
+    p.set_defaults(run=merge_command)
+    p = commands.add_parser("generate", help=generate_command.__doc__)
+    p.add_argument("model", help="a corl checkpoint or an exported folder")
+    p.add_argument("prompts", help="text file (a prompt per line) or GenEval metadata .jsonl")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--samples", type=int, default=4, help="images per prompt (GenEval uses 4)")
+    p.add_argument("--cfg-weight", type=float, default=5.0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=generate_command)
+    for sub in commands.choices.values():
+        sub.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    return root
+
+
+def run(argv: Sequence[str]) -> None:
+    """Parse and run one sub-command."""
+    args = parser().parse_args(list(argv))
+    args.run(args)
