@@ -1,0 +1,150 @@
+"""Weights after training: merge arithmetic, export round trip, the stage-1 -> stage-2 chain, generate."""
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from PIL import Image
+from transformers import JanusForConditionalGeneration
+
+from corl.checkpoints import check_compatible, linear_merge, read_checkpoint, task_arithmetic
+from corl.cli import main
+from corl.data.datamodule import ExampleDataModule
+from corl.modules.corl_module import CoRLModule
+from corl.modules.rewards import ImageReward, TextReward
+
+
+def test_linear_merge_by_hand():
+    a = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])}
+    b = {"w": torch.tensor([3.0, 6.0]), "b": torch.tensor([4.0])}
+    merged = linear_merge([a, b], [0.25, 0.75])
+    torch.testing.assert_close(merged["w"], torch.tensor([2.5, 5.0]))  # 0.25 * 1 + 0.75 * 3 = 2.5
+    torch.testing.assert_close(merged["b"], torch.tensor([3.0]))
+
+
+def test_task_arithmetic_by_hand():
+    base = {"w": torch.tensor([1.0, 1.0])}
+    mc = {"w": torch.tensor([2.0, 1.0])}  # task vector (1, 0)
+    oe = {"w": torch.tensor([1.0, 4.0])}  # task vector (0, 3)
+    merged = task_arithmetic(base, [mc, oe], [1.0, 0.5])
+    torch.testing.assert_close(merged["w"], torch.tensor([2.0, 2.5]))  # 1 + 1*1, 1 + 0.5*3
+
+
+def test_mismatched_models_are_refused():
+    a = {"w": torch.zeros(2, 3)}
+    with pytest.raises(ValueError, match="different model sizes"):
+        check_compatible([a, {"w": torch.zeros(2, 4)}], ["a", "b"])
+    with pytest.raises(ValueError, match="missing"):
+        check_compatible([a, {"v": torch.zeros(2, 3)}], ["a", "b"])
+
+
+class Noise(ImageReward):
+    default_name = "noise"
+
+    def __call__(self, samples):
+        return torch.rand(len(samples))
+
+
+def noise_text(completions, **columns):
+    return torch.rand(len(completions)).tolist()
+
+
+def fit(module, tmp_path, name, steps=2, **data):
+    callback = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / name, save_last=True)
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[callback])
+    trainer.fit(module, ExampleDataModule(batch_size=2, length=32, **data))
+    return trainer, tmp_path / name / "last.ckpt"
+
+
+def small(**kwargs):
+    return CoRLModule(**{"model": "tiny", "group_size": 2, "max_completion_tokens": 6, "lr": 1e-2,
+                         "log_media_every_n_steps": 0, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    L.seed_everything(0)
+    module = small(image_rewards=[Noise()], text_rewards=[TextReward(noise_text)])
+    _, ckpt = fit(module, tmp_path_factory.mktemp("s1"), "s1")
+    return ckpt, {k: v.clone() for k, v in module.policy.model.state_dict().items()}
+
+
+def test_stage2_starts_from_stage1_weights_with_a_fresh_optimiser(stage1, tmp_path):
+    ckpt, final = stage1
+    fresh = small(text_rewards=[TextReward("format")])
+    assert any(not torch.equal(fresh.policy.model.state_dict()[k], final[k]) for k in final), "stage 1 trained"
+    s2 = small(text_rewards=[TextReward(noise_text)], init_from=str(ckpt), beta=0.02)
+    for k, v in s2.policy.model.state_dict().items():
+        assert torch.equal(v, final[k]), k
+    reference = {k: v.clone() for k, v in s2.reference.state_dict().items()}
+    for k, v in reference.items():  # the KL reference is the model stage 2 started from
+        assert torch.equal(v, final[k.replace("llm.", "model.language_model.", 1)]), k
+    assert not any(p.requires_grad for p in s2.reference.parameters())
+    trainer, _ = fit(s2, tmp_path, "s2", kind="qa")
+    assert trainer.global_step == 2  # counted from zero, not from stage 1's step
+    for k, v in s2.reference.state_dict().items():
+        assert torch.equal(v, reference[k]), "the reference stays frozen"
+    changed = [k for k, v in s2.policy.llm.state_dict().items() if not torch.equal(v, reference[f"llm.{k}"])]
+    assert changed, "the policy moved away from the reference"
+    state = torch.load(tmp_path / "s2" / "last.ckpt", weights_only=False)["optimizer_states"][0]["state"]
+    assert all(int(s["step"]) == 2 for s in state.values())  # AdamW started fresh: 2 steps, not 4
+
+
+def test_single_task_steps_sample_only_their_task(stage1, tmp_path, monkeypatch):
+    ckpt, _ = stage1
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("this task must not be rolled out")
+
+    t2i = small(image_rewards=[Noise()], init_from=str(ckpt))
+    monkeypatch.setattr(t2i.policy, "sample_texts", forbidden)
+    fit(t2i, tmp_path, "t2i", steps=1, kind="t2i")
+    mcq = small(text_rewards=[TextReward("accuracy")], init_from=str(ckpt))
+    monkeypatch.setattr(mcq.policy, "sample_images", forbidden)
+    fit(mcq, tmp_path, "mcq", steps=1, kind="qa", questions="mc")
+
+
+def test_rl_cycle_alternates_tasks():
+    module = small(image_rewards=[Noise()], text_rewards=[TextReward("format")], alternate_every=2)
+    assert [module.tasks_at(step) for step in range(5)] == [("image",), ("image",), ("text",), ("text",), ("image",)]
+    both = small(image_rewards=[Noise()], text_rewards=[TextReward("format")])
+    assert both.tasks_at(3) == ("image", "text")
+
+
+def test_export_round_trip(stage1, tmp_path):
+    ckpt, final = stage1
+    main(["export", str(ckpt), str(tmp_path / "out")])
+    loaded = JanusForConditionalGeneration.from_pretrained(tmp_path / "out")
+    state, hparams = read_checkpoint(ckpt)
+    assert hparams["model"] == "tiny"
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, final[k]), k
+    module = small(text_rewards=[TextReward("format")], init_from=str(ckpt))
+    ids = torch.tensor([[0, 6, 33, 4, 9, 12]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, module.policy.model(input_ids=ids).logits)
+
+
+def test_merge_command_writes_a_loadable_average(stage1, tmp_path):
+    ckpt, final = stage1
+    main(["export", str(ckpt), str(tmp_path / "a")])
+    main(["merge", str(ckpt), str(tmp_path / "a"), "--out", str(tmp_path / "m"), "--weights", "0.5", "0.5"])
+    merged = JanusForConditionalGeneration.from_pretrained(tmp_path / "m")
+    for k, v in merged.state_dict().items():
+        torch.testing.assert_close(v, final[k])  # the average of two equal models is that model
+
+
+def test_generate_writes_the_geneval_layout(stage1, tmp_path):
+    ckpt, _ = stage1
+    prompts = tmp_path / "metadata.jsonl"
+    rows = [{"tag": "single_object", "prompt": "a red circle"}, {"tag": "colors", "prompt": "a blue square"}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    main(["generate", str(ckpt), str(prompts), str(tmp_path / "out"), "--samples", "3", "--device", "cpu"])
+    for index, row in enumerate(rows):
+        folder = tmp_path / "out" / f"{index:05d}"
+        assert json.loads((folder / "metadata.jsonl").read_text()) == row
+        samples = sorted((folder / "samples").iterdir())
+        assert [p.name for p in samples] == ["0000.png", "0001.png", "0002.png"]
+        assert Image.open(samples[0]).size == (64, 64)
