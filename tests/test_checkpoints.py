@@ -148,3 +148,20 @@ def test_generate_writes_the_geneval_layout(stage1, tmp_path):
         samples = sorted((folder / "samples").iterdir())
         assert [p.name for p in samples] == ["0000.png", "0001.png", "0002.png"]
         assert Image.open(samples[0]).size == (64, 64)
+
+
+def test_validation_scores_a_held_out_split_greedily():
+    L.seed_everything(0)
+    module = small(image_rewards=[Noise()], text_rewards=[TextReward("accuracy"), TextReward("format")])
+    data = ExampleDataModule(batch_size=2, length=32, val_source="procedural", val_length=4)
+    data.setup()
+    train_prompts = {data.dataset[i].prompt + data.dataset[i].qa_problem for i in range(32)}
+    assert not any(data.val_dataset[i].prompt + data.val_dataset[i].qa_problem in train_prompts for i in range(4))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        max_steps=2, val_check_interval=2, limit_val_batches=2, enable_checkpointing=False)
+    trainer.fit(module, data)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert {"val/accuracy", "val/format", "val/noise"} <= set(metrics)
+    first = trainer.validate(module, data, verbose=False)[0]
+    again = trainer.validate(module, data, verbose=False)[0]
+    assert first["val/accuracy"] == again["val/accuracy"] and first["val/format"] == again["val/format"]

@@ -28,6 +28,9 @@ class ExampleDataModule(L.LightningDataModule):
         seed: seed of the procedural set.
         image_size: side of the procedural images in pixels.
         questions: procedural questions: ``any``, ``mc`` (multiple choice only) or ``oe`` (open-ended only).
+        val_source: held-out examples for validation during fit: ``procedural`` (a disjoint seed), a
+            file or folder, or None for no validation.
+        val_length: number of procedural validation examples.
     """
 
     def __init__(
@@ -43,20 +46,28 @@ class ExampleDataModule(L.LightningDataModule):
         seed: int = 0,
         image_size: int = 64,
         questions: Literal["any", "mc", "oe"] = "any",
+        val_source: str | None = None,
+        val_length: int = 64,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+
+    def _open(self, source: str, length: int, seed: int) -> Dataset:
+        hp = self.hparams
+        if source == "procedural":
+            return ProceduralExamples(length, seed, hp.image_size, hp.kind, hp.questions)
+        return ExampleFiles(source, hp.kind, hp.columns, hp.defaults)
 
     def setup(self, stage: str | None = None) -> None:
-        """Open the data set once (procedural or files); rows are checked as they are read."""
-        if self.dataset is not None:
-            return
+        """Open the data sets once (procedural or files); rows are checked as they are read."""
         hp = self.hparams
-        if hp.source == "procedural":
-            self.dataset = ProceduralExamples(hp.length, hp.seed, hp.image_size, hp.kind, hp.questions)
-        else:
-            self.dataset = ExampleFiles(hp.source, hp.kind, hp.columns, hp.defaults)
+        if self.dataset is None:
+            self.dataset = self._open(hp.source, hp.length, hp.seed)
+        if self.val_dataset is None and hp.val_source is not None:
+            # A procedural validation set uses another seed, so no scene is shared with training.
+            self.val_dataset = self._open(hp.val_source, hp.val_length, hp.seed + 7919)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches of ``batch_size`` examples, collated into an ``ExampleBatch``."""
@@ -70,3 +81,11 @@ class ExampleDataModule(L.LightningDataModule):
             drop_last=True,
             persistent_workers=self.hparams.num_workers > 0,
         )
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Held-out batches in a fixed order (none when ``val_source`` is unset)."""
+        self.setup()
+        if self.val_dataset is None:
+            return []
+        return DataLoader(self.val_dataset, batch_size=self.hparams.batch_size, shuffle=False,
+                          num_workers=self.hparams.num_workers, collate_fn=collate_examples)

@@ -182,6 +182,29 @@ class CoRLModule(L.LightningModule):
             rollout.ref_image_logps, rollout.ref_text_logps = self._logprobs(rollout, self.reference)
         return rollout
 
+    @torch.no_grad()
+    def validation_step(self, batch: ExampleBatch, batch_idx: int) -> None:
+        """Held-out scores: greedy answers (accuracy, format) and one image per prompt (image rewards)."""
+        tasks = self.tasks_at(0)
+        stats: dict[str, torch.Tensor] = {}
+        if "text" in tasks:
+            ids, mask, image_embeds, real = self.policy.understanding_prompts(
+                batch.qa_problem, batch.qa_type, batch.real_image
+            )
+            answers = self.policy.sample_texts(ids, mask, image_embeds, 1, temperature=0.0).texts
+            for reward in self.text_rewards:
+                stats[f"val/{reward.name}"] = _call_reward(reward.name, reward, answers, **batch.text_columns())
+        if "image" in tasks:
+            image = self.policy.sample_images(batch.prompt, 1)
+            samples = GeneratedImages(image.pixels, self.policy.pixel_values(batch.real_image), list(batch.prompt),
+                                      image.tokens, self.policy)
+            for reward in self.image_rewards:
+                stats[f"val/{reward.name}"] = _call_reward(reward.name, reward, samples)
+        for name, values in stats.items():
+            values = values[~values.isnan()]
+            if values.numel():
+                self.log(name, values.mean(), on_step=False, on_epoch=True, batch_size=values.numel(), sync_dist=True)
+
     def _logprobs(self, rollout: Rollout, reference=None, rows: torch.Tensor | None = None):
         """Training log-probs of the (sub-)rollout's image and text tokens; None for an absent task."""
         image, text = rollout.part("image", rows), rollout.part("text", rows)
