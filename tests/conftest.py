@@ -1,3 +1,4 @@
+import lightning as L
 import pytest
 import torch
 
@@ -26,3 +27,30 @@ def scenes():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+class StepMetrics(L.Callback):
+    """Keeps every logged metric of every training step."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    def values(self, name):
+        return [step[name] for step in self.steps]
+
+
+@pytest.fixture(scope="session")
+def quiet_trainer():
+    """A CPU Trainer without logger, progress bar or summary, and the step metrics it recorded."""
+
+    def make(steps, callbacks=(), **kwargs):
+        metrics = StepMetrics()
+        options = {"logger": False, "enable_checkpointing": False, **kwargs}
+        trainer = L.Trainer(max_steps=steps, accelerator="cpu", enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[metrics, *callbacks], **options)
+        return trainer, metrics
+
+    return make

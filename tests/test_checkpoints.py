@@ -50,10 +50,9 @@ def noise_text(completions, **columns):
     return torch.rand(len(completions)).tolist()
 
 
-def fit(module, tmp_path, name, steps=2, **data):
+def fit(make_trainer, module, tmp_path, name, steps=2, **data):
     callback = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / name, save_last=True)
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[callback])
+    trainer, _ = make_trainer(steps, [callback], enable_checkpointing=True)
     trainer.fit(module, ExampleDataModule(batch_size=2, length=32, **data))
     return trainer, tmp_path / name / "last.ckpt"
 
@@ -64,14 +63,14 @@ def small(**kwargs):
 
 
 @pytest.fixture(scope="module")
-def stage1(tmp_path_factory):
+def stage1(tmp_path_factory, quiet_trainer):
     L.seed_everything(0)
     module = small(image_rewards=[Noise()], text_rewards=[TextReward(noise_text)])
-    _, ckpt = fit(module, tmp_path_factory.mktemp("s1"), "s1")
+    _, ckpt = fit(quiet_trainer, module, tmp_path_factory.mktemp("s1"), "s1")
     return ckpt, {k: v.clone() for k, v in module.policy.model.state_dict().items()}
 
 
-def test_stage2_starts_from_stage1_weights_with_a_fresh_optimiser(stage1, tmp_path):
+def test_stage2_starts_from_stage1_weights_with_a_fresh_optimiser(stage1, tmp_path, quiet_trainer):
     ckpt, final = stage1
     fresh = small(text_rewards=[TextReward("format")])
     assert any(not torch.equal(fresh.policy.model.state_dict()[k], final[k]) for k in final), "stage 1 trained"
@@ -82,7 +81,7 @@ def test_stage2_starts_from_stage1_weights_with_a_fresh_optimiser(stage1, tmp_pa
     for k, v in reference.items():  # the KL reference is the model stage 2 started from
         assert torch.equal(v, final[k.replace("llm.", "model.language_model.", 1)]), k
     assert not any(p.requires_grad for p in s2.reference.parameters())
-    trainer, _ = fit(s2, tmp_path, "s2", kind="qa")
+    trainer, _ = fit(quiet_trainer, s2, tmp_path, "s2", kind="qa")
     assert trainer.global_step == 2  # counted from zero, not from stage 1's step
     for k, v in s2.reference.state_dict().items():
         assert torch.equal(v, reference[k]), "the reference stays frozen"
@@ -92,7 +91,7 @@ def test_stage2_starts_from_stage1_weights_with_a_fresh_optimiser(stage1, tmp_pa
     assert all(int(s["step"]) == 2 for s in state.values())  # AdamW started fresh: 2 steps, not 4
 
 
-def test_single_task_steps_sample_only_their_task(stage1, tmp_path, monkeypatch):
+def test_single_task_steps_sample_only_their_task(stage1, tmp_path, monkeypatch, quiet_trainer):
     ckpt, _ = stage1
 
     def forbidden(*args, **kwargs):
@@ -100,10 +99,10 @@ def test_single_task_steps_sample_only_their_task(stage1, tmp_path, monkeypatch)
 
     t2i = small(image_rewards=[Noise()], init_from=str(ckpt))
     monkeypatch.setattr(t2i.policy, "sample_texts", forbidden)
-    fit(t2i, tmp_path, "t2i", steps=1, kind="t2i")
+    fit(quiet_trainer, t2i, tmp_path, "t2i", steps=1, kind="t2i")
     mcq = small(text_rewards=[TextReward("accuracy")], init_from=str(ckpt))
     monkeypatch.setattr(mcq.policy, "sample_images", forbidden)
-    fit(mcq, tmp_path, "mcq", steps=1, kind="qa", questions="mc")
+    fit(quiet_trainer, mcq, tmp_path, "mcq", steps=1, kind="qa", questions="mc")
 
 
 def test_rl_cycle_alternates_tasks():
@@ -150,15 +149,14 @@ def test_generate_writes_the_geneval_layout(stage1, tmp_path):
         assert Image.open(samples[0]).size == (64, 64)
 
 
-def test_validation_scores_a_held_out_split_greedily():
+def test_validation_scores_a_held_out_split_greedily(quiet_trainer):
     L.seed_everything(0)
     module = small(image_rewards=[Noise()], text_rewards=[TextReward("accuracy"), TextReward("format")])
     data = ExampleDataModule(batch_size=2, length=32, val_source="procedural", val_length=4)
     data.setup()
     train_prompts = {data.dataset[i].prompt + data.dataset[i].qa_problem for i in range(32)}
     assert not any(data.val_dataset[i].prompt + data.val_dataset[i].qa_problem in train_prompts for i in range(4))
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        max_steps=2, val_check_interval=2, limit_val_batches=2, enable_checkpointing=False)
+    trainer, _ = quiet_trainer(2, val_check_interval=2, limit_val_batches=2)
     trainer.fit(module, data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert {"val/accuracy", "val/format", "val/noise"} <= set(metrics)

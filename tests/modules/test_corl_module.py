@@ -115,27 +115,17 @@ def test_micro_batches_add_up_to_the_full_batch_gradient(aggregation):
     torch.testing.assert_close(trainable_grads(m), full_grad, atol=1e-6, rtol=1e-4)
 
 
-class StepStats(L.Callback):
-    def __init__(self):
-        self.metrics = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.metrics.append({k: float(v) for k, v in trainer.callback_metrics.items()})
-
-
-def fit(m, steps, **trainer_kwargs):
-    stats = StepStats()
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[stats], **trainer_kwargs)
+def fit(make_trainer, m, steps):
+    trainer, metrics = make_trainer(steps)
     trainer.fit(m, ExampleDataModule(batch_size=2, length=64))
-    return trainer, stats.metrics
+    return trainer, metrics.steps
 
 
-def test_mu_passes_step_the_optimiser_mu_times_and_clip_on_later_passes():
+def test_mu_passes_step_the_optimiser_mu_times_and_clip_on_later_passes(quiet_trainer):
     L.seed_everything(0)
     m = module(text_rewards=[TextReward(lambda c, **_: [float(len(x) % 3) for x in c], name="len3")],
                mu=3, lr=5e-2, eps_low=0.01, eps_high=0.01, group_size=4)
-    trainer, metrics = fit(m, 6)
+    trainer, metrics = fit(quiet_trainer, m, 6)
     assert trainer.global_step == 6 and len(metrics) == 2  # 3 optimiser steps per batch
     # Pass 1 has ratio 1 exactly; later passes move pi away from pi_old, so the tiny clip range bites.
     assert all(s["text/clip_fraction"] > 0 for s in metrics)
@@ -149,10 +139,10 @@ def test_reference_model_only_when_beta_positive():
     torch.testing.assert_close(rollout.ref_text_logps, rollout.text.old_logps, atol=1e-4, rtol=0)
 
 
-def test_kl_is_logged_and_grows_after_updates_when_beta_positive():
+def test_kl_is_logged_and_grows_after_updates_when_beta_positive(quiet_trainer):
     L.seed_everything(0)
     m = module(image_rewards=[Constant([0.0, 1.0] * 4)], beta=0.5, lr=5e-2)
-    _, metrics = fit(m, 3)
+    _, metrics = fit(quiet_trainer, m, 3)
     assert metrics[0]["image/kl"] == pytest.approx(0.0, abs=1e-6)
     assert metrics[-1]["image/kl"] > 0
 

@@ -7,14 +7,6 @@ from corl.modules.corl_module import CoRLModule
 from corl.modules.rewards import ImageReward, TextReward
 
 
-class RewardHistory(L.Callback):
-    def __init__(self):
-        self.values = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.values.append(float(trainer.callback_metrics["reward/total/mean"]))
-
-
 class LowCodes(ImageReward):
     """Share of image tokens from the lower half of the VQ codebook: verifiable from the tokens alone."""
 
@@ -31,14 +23,10 @@ def vowel_fraction(completions, **columns):
     return [sum(ch in "aeiou" for ch in c) / max(len(c), 1) for c in completions]
 
 
-def train(module: CoRLModule, steps: int) -> list[float]:
-    history = RewardHistory()
-    trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[history],
-    )
+def train(module: CoRLModule, steps: int, make_trainer) -> list[float]:
+    trainer, metrics = make_trainer(steps)
     trainer.fit(module, ExampleDataModule(batch_size=2, length=512, image_size=64))
-    return history.values
+    return metrics.values("reward/total/mean")
 
 
 def settings(**kwargs):
@@ -47,18 +35,18 @@ def settings(**kwargs):
     return {**base, **kwargs}
 
 
-def test_text_grpo_raises_a_verifiable_reward():
+def test_text_grpo_raises_a_verifiable_reward(quiet_trainer):
     L.seed_everything(0)
     module = CoRLModule(**settings(text_rewards=[TextReward(vowel_fraction)]))
-    values = train(module, 40)
+    values = train(module, 40, quiet_trainer)
     start, end = sum(values[:5]) / 5, sum(values[-5:]) / 5
     assert end > start + 0.2, (start, end)
     assert module.policy.image_logprob_mode == "cfg"
 
 
-def test_image_grpo_raises_a_verifiable_reward():
+def test_image_grpo_raises_a_verifiable_reward(quiet_trainer):
     L.seed_everything(0)
     module = CoRLModule(**settings(image_rewards=[LowCodes()]))
-    values = train(module, 30)
+    values = train(module, 30, quiet_trainer)
     start, end = sum(values[:5]) / 5, sum(values[-5:]) / 5
     assert end > start + 0.3, (start, end)
