@@ -152,13 +152,13 @@ class CoRLModule(L.LightningModule):
             captions = next((r.last_captions for r in self.image_rewards if getattr(r, "last_captions", None)), None)
             log_media(self.logger, self.global_step, batch, rollout, rewards, hp.group_size, captions)
 
-    @torch.no_grad()
     def tasks_at(self, step: int) -> tuple[str, ...]:
         """The tasks rolled out at a training step: those with rewards, or one of them in turn (RL-Cycle)."""
         tasks = tuple(task for task, rewards in (("image", self.image_rewards), ("text", self.text_rewards)) if rewards)
         every = self.hparams.alternate_every
         return tasks if every <= 0 or len(tasks) < 2 else (tasks[(step // every) % 2],)
 
+    @torch.no_grad()
     def rollout(self, batch: ExampleBatch, tasks: tuple[str, ...] | None = None) -> Rollout:
         """Sample G outputs per example for each task (default: all with rewards); record pi_old and ref log-probs."""
         g = self.hparams.group_size

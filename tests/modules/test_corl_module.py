@@ -154,3 +154,19 @@ def test_learning_rate_schedule():
     assert _lr_lambda(0, 10, "constant")(7) == 1.0
     with pytest.raises(ValueError, match="lr_schedule"):
         _lr_lambda(0, 10, "linear")
+
+
+def test_rollout_records_no_autograd_graph(monkeypatch):
+    m = module(image_rewards=[Constant([0.0] * 4)], text_rewards=[TextReward("format")], beta=0.1)
+    grad_modes = []
+    reference_logprobs = m.policy.text_logprobs
+
+    def spy(*args, **kwargs):
+        grad_modes.append(torch.is_grad_enabled())
+        return reference_logprobs(*args, **kwargs)
+
+    monkeypatch.setattr(m.policy, "text_logprobs", spy)
+    rollout = m.rollout(batch())
+    assert grad_modes == [False]  # the reference log-probs of the rollout, computed without a graph
+    for tensor in (rollout.image.old_logps, rollout.text.old_logps, rollout.ref_image_logps, rollout.ref_text_logps):
+        assert not tensor.requires_grad
