@@ -17,7 +17,8 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
     Args:
         model: ``tiny`` for the embedded randomly initialised model, ``random:janus-pro-1b`` for
             Janus-Pro-1B's architecture with random weights (GPU checks and benchmarks, no download),
-            or a local folder in Hugging Face format (e.g. ``deepseek-community/Janus-Pro-1B``).
+            a local folder in Hugging Face format (e.g. a download of ``deepseek-community/Janus-Pro-1B``),
+            or a hub id, which transformers fetches into its cache where the machine is online.
         dtype: parameter dtype, one of ``float32``, ``bfloat16``, ``float16``.
         seed: initialisation seed of the tiny model.
     """
@@ -27,9 +28,11 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
         from corl.modules.tiny import JANUS_PRO_1B, build_tiny_janus
 
         janus, processor = build_tiny_janus(JANUS_PRO_1B if model == RANDOM_PRO_1B else None, seed=seed)
+        check_processor(janus, processor, model)
         return janus.to(DTYPES[dtype]), processor
     path = Path(model).expanduser()
-    if not (path / "config.json").is_file():
+    local = (path / "config.json").is_file()
+    if not local and (path.exists() or not _looks_like_hub_id(model)):
         raise FileNotFoundError(
             f"no Janus weights at {path} (config.json missing). Download them once, e.g. "
             f"`hf download deepseek-community/Janus-Pro-1B --local-dir {path}`, then point model.model at that "
@@ -37,6 +40,40 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
         )
     from transformers import AutoProcessor, JanusForConditionalGeneration
 
-    janus = JanusForConditionalGeneration.from_pretrained(path, dtype=DTYPES[dtype])
-    processor = AutoProcessor.from_pretrained(path)
+    source = str(path) if local else model
+    try:
+        janus = JanusForConditionalGeneration.from_pretrained(source, dtype=DTYPES[dtype])
+        processor = AutoProcessor.from_pretrained(source)
+    except OSError as err:
+        if local:
+            raise
+        raise FileNotFoundError(
+            f"cannot load hub model {model!r} ({err}). Offline, download it once elsewhere "
+            f"(`hf download {model} --local-dir DIR`) and set model.model to DIR."
+        ) from err
+    check_processor(janus, processor, source)
     return janus, processor
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
+def check_processor(model, processor, source: str) -> None:
+    """Refuse a processor that does not fit the model: a wrong tokenizer silently trains garbage."""
+    config = model.config
+    tokenizer = processor.tokenizer
+    problems = []
+    if len(tokenizer) > config.text_config.vocab_size:
+        problems.append(f"the tokenizer has {len(tokenizer)} tokens, the model's vocabulary only "
+                        f"{config.text_config.vocab_size}")
+    image_id = tokenizer.convert_tokens_to_ids(getattr(processor, "image_token", None) or "")
+    if image_id != config.image_token_id:
+        problems.append(f"the processor's image token has id {image_id}, the model expects {config.image_token_id}")
+    expected = config.vision_config.num_image_tokens
+    if getattr(processor, "num_image_tokens", expected) != expected:
+        problems.append(f"the processor expands an image to {processor.num_image_tokens} tokens, "
+                        f"the model uses {expected}")
+    if problems:
+        raise ValueError(f"processor and model of {source} do not match: " + "; ".join(problems))

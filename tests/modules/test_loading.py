@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from corl.checkpoints import export
+from corl.modules.loading import check_processor, load_janus
+from corl.modules.tiny import build_tiny_janus
+
+
+def test_missing_folder_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no Janus weights at .*hf download deepseek-community"):
+        load_janus(str(tmp_path / "nothing-here"))
+    with pytest.raises(FileNotFoundError, match="config.json missing"):
+        load_janus(str(tmp_path))  # a folder without a model
+
+
+def test_unknown_dtype_is_refused():
+    with pytest.raises(ValueError, match="dtype"):
+        load_janus("tiny", dtype="float8")
+
+
+def test_processor_that_does_not_fit_the_model_is_refused():
+    model, processor = build_tiny_janus(image_size=32, patch_size=8)
+    check_processor(model, processor, "tiny")  # the embedded pair fits
+    processor.num_image_tokens = 10
+    with pytest.raises(ValueError, match="expands an image to 10 tokens, the model uses 16"):
+        check_processor(model, processor, "x")
+    processor.num_image_tokens = 16
+    model.config.image_token_id = 100
+    with pytest.raises(ValueError, match="image token has id"):
+        check_processor(model, processor, "x")
+    model.config.image_token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    processor.tokenizer.add_tokens([f"<extra_{i}>" for i in range(50)])
+    with pytest.raises(ValueError, match="tokenizer has 5.. tokens, the model's vocabulary only"):
+        check_processor(model, processor, "x")
+
+
+def test_a_folder_whose_processor_disagrees_fails_at_load(tmp_path):
+    model, processor = build_tiny_janus(image_size=32, patch_size=8)
+    export(model, processor, tmp_path)
+    config = json.loads((tmp_path / "processor_config.json").read_text())
+    config["num_image_tokens"] = 9
+    (tmp_path / "processor_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="do not match"):
+        load_janus(str(tmp_path))
