@@ -24,6 +24,8 @@ class ExampleDataModule(L.LightningDataModule):
         shuffle: shuffle the examples every epoch.
         columns: our column name -> the file's column name, for files that name them differently.
         defaults: values for columns the files lack, e.g. ``{"qa_type": "MC"}`` for an MC-only set.
+        skip_bad_rows: skip rows with a missing field or an undecodable image, counted in the logs
+            (``data/skipped_rows``), instead of stopping with an error that names the file and row.
         length: number of procedural examples.
         seed: seed of the procedural set.
         image_size: side of the procedural images in pixels.
@@ -42,6 +44,7 @@ class ExampleDataModule(L.LightningDataModule):
         shuffle: bool = True,
         columns: dict[str, str] | None = None,
         defaults: dict[str, str] | None = None,
+        skip_bad_rows: bool = False,
         length: int = 1024,
         seed: int = 0,
         image_size: int = 64,
@@ -58,7 +61,7 @@ class ExampleDataModule(L.LightningDataModule):
         hp = self.hparams
         if source == "procedural":
             return ProceduralExamples(length, seed, hp.image_size, hp.kind, hp.questions)
-        return ExampleFiles(source, hp.kind, hp.columns, hp.defaults)
+        return ExampleFiles(source, hp.kind, hp.columns, hp.defaults, hp.skip_bad_rows)
 
     def setup(self, stage: str | None = None) -> None:
         """Open the data sets once (procedural or files); rows are checked as they are read."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from torch.utils.data import Dataset
 from corl.data.schema import Example, columns_of
 
 SUFFIXES = (".parquet", ".jsonl")
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -38,24 +41,38 @@ def data_files(path: str | Path) -> list[Path]:
     return files
 
 
-def _read_rows(file: Path) -> list[dict[str, Any]]:
-    if file.suffix == ".parquet":
-        import pyarrow.parquet as pq
+def _jsonl_rows(file: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """``(row number, byte offset, row)`` of each non-blank line; rows are numbered without blank lines."""
+    number = 0
+    with file.open("rb") as handle:
+        while True:
+            offset = handle.tell()
+            line = handle.readline()
+            if not line:
+                return
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise DataError(f"{file}, row {number}: invalid JSON ({err})") from err
+            if not isinstance(row, dict):
+                raise DataError(f"{file}, row {number}: expected a JSON object, got {type(row).__name__}")
+            yield number, offset, row
+            number += 1
 
-        return pq.read_table(file).to_pylist()
-    rows = []
-    with file.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                number = len(rows)  # blank lines are skipped, so row numbers match those of later errors
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{file}, row {number}: invalid JSON ({err})") from err
-                if not isinstance(row, dict):
-                    raise DataError(f"{file}, row {number}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
-    return rows
+
+def _parquet_rows(file: Path, names: list[str]) -> Iterator[tuple[int, tuple[int, int], dict[str, Any]]]:
+    """``(row number, (row group, row in group), row)``, one row group in memory at a time."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(file)
+    present = [name for name in names if name in parquet.schema_arrow.names]
+    number = 0
+    for group in range(parquet.num_row_groups):
+        for offset, row in enumerate(parquet.read_row_group(group, columns=present).to_pylist()):
+            yield number, (group, offset), row
+            number += 1
 
 
 def decode_image(value: Any, base: Path) -> Image.Image:
@@ -74,13 +91,19 @@ def decode_image(value: Any, base: Path) -> Image.Image:
 
 
 class ExampleFiles(Dataset):
-    """All examples of the given files, rows checked as they are read.
+    """The examples of local parquet/jsonl files, streamed: rows are checked once, images read on access.
+
+    Opening scans every row once, so a missing field fails (or is skipped) before training; only an
+    index is kept, and each image is decoded when its example is read, so a large set never has to
+    fit in memory. Parquet is read a row group at a time.
 
     Args:
-        path: a parquet/jsonl file or a folder of them.
+        path: a parquet/jsonl file or a folder of them (e.g. a Hugging Face data set's shards).
         kind: ``triplet``, ``t2i`` or ``qa``: which columns every row must have.
         columns: maps our column names to the file's, for data sets that name them differently.
         defaults: values for columns the files do not have, e.g. ``{"qa_type": "MC"}`` for an MC set.
+        skip_bad_rows: skip rows with a missing field or an undecodable image (counted and logged)
+            instead of stopping with an error that names the file and the row.
     """
 
     def __init__(
@@ -89,25 +112,58 @@ class ExampleFiles(Dataset):
         kind: str = "triplet",
         columns: dict[str, str] | None = None,
         defaults: dict[str, str] | None = None,
+        skip_bad_rows: bool = False,
     ) -> None:
         self.defaults = dict(defaults or {})
         self.columns = {name: (columns or {}).get(name, name) for name in columns_of(kind) if name not in self.defaults}
-        self.rows: list[tuple[Path, int, dict[str, Any]]] = []
-        for file in data_files(path):
-            for number, row in enumerate(_read_rows(file)):
+        self.skip_bad_rows = skip_bad_rows
+        self.files = data_files(path)
+        self.index: list[tuple[int, int, Any]] = []  # (file, row number, where: byte offset or (group, row))
+        self.skipped = 0  # rows left out at opening
+        self._group_cache: tuple[int, int, list[dict[str, Any]]] | None = None
+        for position, file in enumerate(self.files):
+            rows = (_jsonl_rows(file) if file.suffix == ".jsonl"
+                    else _parquet_rows(file, list(self.columns.values())))
+            for number, where, row in rows:
                 missing = [theirs for theirs in self.columns.values() if row.get(theirs) is None]
-                if missing:
+                if not missing:
+                    self.index.append((position, number, where))
+                elif skip_bad_rows:
+                    self.skipped += 1
+                else:
                     raise DataError(f"{file}, row {number}: missing column(s) {missing}")
-                self.rows.append((file, number, row))
+        if self.skipped:
+            log.warning("skipped %d row(s) with missing fields in %s", self.skipped, path)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.index)
 
-    def __getitem__(self, index: int) -> Example:
-        file, number, row = self.rows[index]
+    def _row(self, position: int, where: Any) -> dict[str, Any]:
+        file = self.files[position]
+        if file.suffix == ".jsonl":
+            with file.open("rb") as handle:
+                handle.seek(where)
+                return json.loads(handle.readline().decode("utf-8"))
+        group, offset = where
+        if self._group_cache is None or self._group_cache[:2] != (position, group):
+            import pyarrow.parquet as pq
+
+            table = pq.ParquetFile(file).read_row_group(group, columns=list(self.columns.values()))
+            self._group_cache = (position, group, table.to_pylist())
+        return self._group_cache[2][offset]
+
+    def __getitem__(self, index: int) -> Example | None:
+        """The example, or None for an undecodable image when ``skip_bad_rows`` (the collate drops it)."""
+        position, number, where = self.index[index]
+        file = self.files[position]
+        row = self._row(position, where)
         values = {**self.defaults, **{ours: row[theirs] for ours, theirs in self.columns.items()}}
         try:
             values["real_image"] = decode_image(values["real_image"], file.parent)
         except (OSError, ValueError) as err:
+            if self.skip_bad_rows:
+                log.warning("%s, row %d: skipped, cannot read column %r: %s", file, number,
+                            self.columns["real_image"], err)
+                return None
             raise DataError(f"{file}, row {number}: cannot read column {self.columns['real_image']!r}: {err}") from err
         return Example(**{k: v if k == "real_image" else str(v) for k, v in values.items()})

@@ -51,6 +51,7 @@ class ExampleBatch:
     qa_problem: list[str] | None = None
     qa_solution: list[str] | None = None
     qa_type: list[str] | None = None
+    skipped: int = 0  # examples dropped from this batch because they could not be read (skip_bad_rows)
 
     def __len__(self) -> int:
         return len(self.real_image)
@@ -61,10 +62,14 @@ class ExampleBatch:
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
-def collate_examples(items: list[Example]) -> ExampleBatch:
-    """Collate function for the DataLoader: a column is None when the examples lack it."""
+def collate_examples(items: list[Example | None]) -> ExampleBatch:
+    """Collate function for the DataLoader.
+
+    Unreadable examples (None) are dropped and counted; a column is None when the examples lack it.
+    """
+    kept = [item for item in items if item is not None]
     columns = {}
     for field in fields(Example):
-        values = [getattr(item, field.name) for item in items]
+        values = [getattr(item, field.name) for item in kept]
         columns[field.name] = None if any(v is None for v in values) else values
-    return ExampleBatch(**columns)
+    return ExampleBatch(**columns, skipped=len(items) - len(kept))

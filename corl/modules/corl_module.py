@@ -124,8 +124,16 @@ class CoRLModule(L.LightningModule):
             reward.setup()
 
     # ----------------------------------------------------------------------------- the algorithm
+    def on_train_start(self) -> None:
+        """Start the count of unreadable rows with those the data set left out when it was opened."""
+        dataset = getattr(self.trainer.datamodule, "dataset", None) if self.trainer.datamodule else None
+        self.skipped_rows = getattr(dataset, "skipped", 0)
+
     def training_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         """Rollout -> rewards -> advantages -> mu clipped GRPO updates -> logs."""
+        self.skipped_rows = getattr(self, "skipped_rows", 0) + batch.skipped
+        if len(batch) == 0:  # every example of the batch was unreadable (skip_bad_rows)
+            return
         timer = time.perf_counter()
         rollout = self.rollout(batch, self.tasks_at(self.global_step // self.hparams.mu))
         rollout_time, timer = time.perf_counter() - timer, time.perf_counter()
@@ -143,6 +151,7 @@ class CoRLModule(L.LightningModule):
             "time/update": update_time,
             "throughput/rollout_tokens_per_s": rollout.num_tokens() / max(rollout_time, 1e-9),
             **{f"time/reward/{name}": seconds for name, seconds in self.reward_times.items()},
+            "data/skipped_rows": self.skipped_rows,
         })
         self.log_dict(
             {k: float(v) for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=len(batch), sync_dist=True
