@@ -276,7 +276,7 @@ class CoRLModule(L.LightningModule):
                 self.manual_backward(loss)
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value) / hp.mu
-            params = [p for p in self.policy.llm.parameters() if p.grad is not None]
+            params = [p for p in self.policy.trained_modules().parameters() if p.grad is not None]
             norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) / hp.mu
             if hp.grad_clip > 0:

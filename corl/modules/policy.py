@@ -82,9 +82,10 @@ class JanusPolicy(nn.Module):
         self.text_temperature = text_temperature
         self.max_completion_tokens = max_completion_tokens
         self.image_logprob_mode = image_logprob_mode
-        # Only the LLM learns; vision tower, aligners, VQ model, generation embedding and head stay frozen.
+        # Only the LLM (with its text head) learns; vision tower, aligners, VQ model, generation
+        # embedding and generation head stay frozen.
         self.model.requires_grad_(False)
-        self.llm.requires_grad_(True)
+        self.trained_modules().requires_grad_(True)
         self.model.eval()
 
     def train(self, mode: bool = True) -> JanusPolicy:

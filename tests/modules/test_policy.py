@@ -89,10 +89,16 @@ def test_policy_never_enters_train_mode(tiny_policy):
     assert not any(module.training for module in policy.modules())
 
 
-def test_only_the_llm_is_trainable(tiny_policy):
-    policy = tiny_policy()
-    trainable = {name for name, p in policy.model.named_parameters() if p.requires_grad}
-    assert trainable and all(name.startswith("model.language_model.") for name in trainable)
+@pytest.mark.parametrize("tied", [True, False])
+def test_only_the_llm_and_its_text_head_are_trainable(tied):
+    from corl.modules.policy import JanusPolicy
+    from corl.modules.tiny import build_tiny_janus
+
+    model, processor = build_tiny_janus(image_size=32, patch_size=8, tie_word_embeddings=tied)
+    policy = JanusPolicy(model, processor)
+    trainable = {name for name, p in policy.model.named_parameters(remove_duplicate=False) if p.requires_grad}
+    assert trainable and all(name.startswith(("model.language_model.", "lm_head.")) for name in trainable)
+    assert "lm_head.weight" in trainable  # Janus-Pro-1B's head is untied: it must learn too
     for frozen in ("vision_model", "aligner", "vqmodel", "generation_embeddings", "generation_aligner",
                    "generation_head"):
         assert not any(p.requires_grad for p in getattr(policy.model.model, frozen).parameters())
