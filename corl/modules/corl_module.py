@@ -196,6 +196,7 @@ class CoRLModule(L.LightningModule):
         """Held-out scores: greedy answers (accuracy, format) and one image per prompt (image rewards)."""
         tasks = self.tasks_at(0)
         stats: dict[str, torch.Tensor] = {}
+        real = None
         if "text" in tasks:
             ids, mask, image_embeds, real = self.policy.understanding_prompts(
                 batch.qa_problem, batch.qa_type, batch.real_image
@@ -205,8 +206,8 @@ class CoRLModule(L.LightningModule):
                 stats[f"val/{reward.name}"] = _call_reward(reward.name, reward, answers, **batch.text_columns())
         if "image" in tasks:
             image = self.policy.sample_images(batch.prompt, 1)
-            samples = GeneratedImages(image.pixels, self.policy.pixel_values(batch.real_image), list(batch.prompt),
-                                      image.tokens, self.policy)
+            real = self.policy.pixel_values(batch.real_image) if real is None else real
+            samples = GeneratedImages(image.pixels, real, list(batch.prompt), image.tokens, self.policy)
             for reward in self.image_rewards:
                 stats[f"val/{reward.name}"] = _call_reward(reward.name, reward, samples)
         for name, values in stats.items():
