@@ -283,18 +283,20 @@ class JanusPolicy(nn.Module):
         return ids, mask, self.image_features(pixels), pixels
 
     @torch.no_grad()
-    def describe(self, images: torch.Tensor, instruction: str, max_tokens: int) -> list[str]:
-        """Greedy one-sentence captions of images ``[R, 3, H, W]`` in [-1, 1], batched on the device."""
+    def describe(self, features: torch.Tensor, instruction: str, max_tokens: int) -> list[str]:
+        """Greedy one-sentence captions of images given by their ``image_features`` ``[R, N_img, D]``."""
         content = [{"type": "image"}, {"type": "text", "text": instruction}]
-        ids, mask, _, _ = self._image_prompts([content] * len(images))
-        rollout = self.sample_texts(ids, mask, self.image_features(images), 1, temperature=0.0, max_tokens=max_tokens)
+        ids, mask, _, _ = self._image_prompts([content] * len(features))
+        rollout = self.sample_texts(ids, mask, features, 1, temperature=0.0, max_tokens=max_tokens)
         return [text.strip() for text in rollout.texts]
 
     @torch.no_grad()
     def matching_states(
-        self, images: torch.Tensor, prompts: list[str]
+        self, features: torch.Tensor, prompts: list[str]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Last hidden states when the policy reads (image, prompt), with the image and prompt spans.
+
+        The images come as their ``image_features`` ``[R, N_img, D]``.
 
         One batched forward. The spans come from the batch itself: image positions are the image
         tokens, prompt positions are the tokens whose characters fall inside the prompt's text, so
@@ -310,7 +312,7 @@ class JanusPolicy(nn.Module):
         inside = (offsets[..., 0] >= starts[:, None]) & (offsets[..., 1] <= ends[:, None])
         text_mask = (inside & (offsets[..., 1] > offsets[..., 0])).to(self.device) & mask.bool()
         image_mask = ids == self.model.config.image_token_id
-        embeds = self._embed_prompt(ids, self.image_features(images))
+        embeds = self._embed_prompt(ids, features)
         return self._forward(embeds, mask, self.llm), image_mask, text_mask
 
     @torch.no_grad()

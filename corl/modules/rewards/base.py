@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,9 +31,19 @@ class GeneratedImages:
     prompts: list[str]  # [R] the prompt each image was generated from
     tokens: torch.Tensor  # [R, N] the sampled image tokens
     policy: JanusPolicy | None = None  # the policy itself, for rewards that read images with it
+    _features: torch.Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    @torch.no_grad()
+    def image_features(self) -> torch.Tensor:
+        """``[R, N_img, D]``: the policy's vision features of the images, computed once for every reward."""
+        if self.policy is None:
+            raise ValueError("reading the generated images needs the policy in GeneratedImages.policy")
+        if self._features is None:
+            self._features = self.policy.image_features(self.images)
+        return self._features
 
 
 class ImageReward:

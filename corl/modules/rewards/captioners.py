@@ -36,10 +36,9 @@ class SelfCaptioner(Captioner):
 
     def __call__(self, samples: GeneratedImages) -> list[str]:
         """Greedy captions; the images never leave the device."""
-        if samples.policy is None:
-            raise ValueError("the self captioner needs the policy in GeneratedImages.policy")
+        features = samples.image_features()  # shared with the matching reward
         captions: list[str] = []
         for start in range(0, len(samples), self.batch_size):
-            images = samples.images[start : start + self.batch_size]
-            captions += samples.policy.describe(images, self.instruction, self.max_tokens)
+            batch = features[start : start + self.batch_size]
+            captions += samples.policy.describe(batch, self.instruction, self.max_tokens)
         return captions

@@ -51,11 +51,10 @@ class TextImageMatchingReward(ImageReward):
     @torch.no_grad()
     def __call__(self, samples: GeneratedImages) -> torch.Tensor:
         """R_TIM per generated image against its prompt."""
-        if samples.policy is None:
-            raise ValueError("the matching reward needs the policy in GeneratedImages.policy")
+        features = samples.image_features()  # shared with the self captioner
         scores = []
         for start in range(0, len(samples), self.batch_size):
             rows = slice(start, start + self.batch_size)
-            states, image_mask, text_mask = samples.policy.matching_states(samples.images[rows], samples.prompts[rows])
+            states, image_mask, text_mask = samples.policy.matching_states(features[rows], samples.prompts[rows])
             scores.append(token_matching_score(states, image_mask, text_mask))
         return torch.cat(scores)

@@ -51,7 +51,7 @@ def test_spans_come_from_the_masks(tiny_policy):
     policy = tiny_policy()
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     prompts = ["a red circle", "a blue square and a green triangle on a white background"]
-    states, image_mask, text_mask = policy.matching_states(images, prompts)
+    states, image_mask, text_mask = policy.matching_states(policy.image_features(images), prompts)
     assert (image_mask.sum(1) == policy.num_image_tokens).all()
     ids = policy.tokenizer(prompts, add_special_tokens=False)["input_ids"]
     assert text_mask.sum(1).tolist() == [len(x) for x in ids]
@@ -72,3 +72,18 @@ def test_same_value_alone_and_inside_a_left_padded_batch(tiny_policy):
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
     assert ((together > 0) & (together < 1)).all()
     assert len(set(together.tolist())) == 3  # each image scored against its own prompt
+
+
+def test_the_vision_tower_reads_generated_images_once_for_all_rewards(tiny_policy):
+    from corl.modules.rewards import CiderD, CycleConsistencyReward, ImageConsistencyReward, SelfCaptioner
+
+    policy = tiny_policy()
+    calls = []
+    policy.model.model.vision_model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    samples = samples_for(policy, images, ["a red circle", "a red circle", "a blue square", "a blue square"])
+    cycle = CycleConsistencyReward(ImageConsistencyReward(random_trunk=True, resolution=64),
+                                   SelfCaptioner(max_tokens=4, batch_size=2), CiderD())
+    cycle(samples)
+    TextImageMatchingReward(batch_size=3)(samples)
+    assert calls == [4]  # one batched pass over the 4 images, shared by the captioner and the matching reward
