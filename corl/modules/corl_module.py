@@ -46,7 +46,8 @@ class CoRLModule(L.LightningModule):
         eps_low: lower clip range of the ratio.
         eps_high: upper clip range of the ratio.
         aggregation: ``token`` (mean over all valid tokens) or ``sequence`` (per sequence first).
-        mu: optimisation passes over each rollout (one optimiser step per pass).
+        mu: optimisation passes over each rollout, one optimiser step each; Lightning's
+            ``global_step`` and ``trainer.max_steps`` count optimiser steps, so mu steps per batch.
         micro_batch_size: rollout rows per forward/backward in the update.
         lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
