@@ -59,14 +59,18 @@ def generate_command(args: argparse.Namespace) -> None:
     model.to(args.device)
     policy = JanusPolicy(model, processor, cfg_weight=args.cfg_weight, image_temperature=args.temperature)
     torch.manual_seed(args.seed)
-    for index, row in enumerate(read_prompts(Path(args.prompts))):
-        folder = Path(args.out) / f"{index:05d}"
-        (folder / "samples").mkdir(parents=True, exist_ok=True)
-        (folder / "metadata.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
-        images = policy.sample_images([row["prompt"]], args.samples).pixels
-        for k, image in enumerate(images):
-            save_image((image.float() + 1) / 2, folder / "samples" / f"{k:04d}.png")
-    print(f"wrote {index + 1} prompts x {args.samples} images to {args.out}")
+    rows = read_prompts(Path(args.prompts))
+    for start in range(0, len(rows), args.batch_prompts):  # one decode loop for several prompts
+        chunk = rows[start : start + args.batch_prompts]
+        images = policy.sample_images([row["prompt"] for row in chunk], args.samples).pixels  # [k * samples, ...]
+        for offset, row in enumerate(chunk):
+            folder = Path(args.out) / f"{start + offset:05d}"
+            (folder / "samples").mkdir(parents=True, exist_ok=True)
+            (folder / "metadata.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+            for k in range(args.samples):
+                image = images[offset * args.samples + k]
+                save_image((image.float() + 1) / 2, folder / "samples" / f"{k:04d}.png")
+    print(f"wrote {len(rows)} prompts x {args.samples} images to {args.out}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -89,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("prompts", help="text file (a prompt per line) or GenEval metadata .jsonl")
     p.add_argument("out", help="output folder")
     p.add_argument("--samples", type=int, default=4, help="images per prompt (GenEval uses 4)")
+    p.add_argument("--batch-prompts", type=int, default=8, help="prompts sampled together in one decode loop")
     p.add_argument("--cfg-weight", type=float, default=5.0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -138,9 +138,11 @@ def test_merge_command_writes_a_loadable_average(stage1, tmp_path):
 def test_generate_writes_the_geneval_layout(stage1, tmp_path):
     ckpt, _ = stage1
     prompts = tmp_path / "metadata.jsonl"
-    rows = [{"tag": "single_object", "prompt": "a red circle"}, {"tag": "colors", "prompt": "a blue square"}]
+    rows = [{"tag": "single_object", "prompt": "a red circle"}, {"tag": "colors", "prompt": "a blue square"},
+            {"tag": "position", "prompt": "a yellow square"}]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    main(["generate", str(ckpt), str(prompts), str(tmp_path / "out"), "--samples", "3", "--device", "cpu"])
+    main(["generate", str(ckpt), str(prompts), str(tmp_path / "out"), "--samples", "3", "--device", "cpu",
+          "--batch-prompts", "2"])  # 2 + 1 prompts: an uneven last batch
     for index, row in enumerate(rows):
         folder = tmp_path / "out" / f"{index:05d}"
         assert json.loads((folder / "metadata.jsonl").read_text()) == row
