@@ -110,6 +110,13 @@ def test_rl_cycle_alternates_tasks():
     assert [module.tasks_at(step) for step in range(5)] == [("image",), ("image",), ("text",), ("text",), ("image",)]
     both = small(image_rewards=[Noise()], text_rewards=[TextReward("format")])
     assert both.tasks_at(3) == ("image", "text")
+    from corl.data.procedural import ProceduralExamples
+    from corl.data.schema import collate_examples
+
+    batch = collate_examples([ProceduralExamples(2)[i] for i in range(2)])
+    evaluation = module.rollout(batch, evaluation=True)  # validation scores both tasks, whatever the schedule
+    assert evaluation.image is not None and evaluation.text is not None
+    assert evaluation.text.completion_ids.shape[0] == 2
 
 
 def test_export_round_trip(stage1, tmp_path):

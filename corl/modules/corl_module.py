@@ -162,17 +162,24 @@ class CoRLModule(L.LightningModule):
             captions = next((r.last_captions for r in self.image_rewards if getattr(r, "last_captions", None)), None)
             log_media(self.logger, self.global_step, batch, rollout, rewards, hp.group_size, captions)
 
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks that have rewards."""
+        return tuple(task for task, rewards in (("image", self.image_rewards), ("text", self.text_rewards)) if rewards)
+
     def tasks_at(self, step: int) -> tuple[str, ...]:
         """The tasks rolled out at a training step: those with rewards, or one of them in turn (RL-Cycle)."""
-        tasks = tuple(task for task, rewards in (("image", self.image_rewards), ("text", self.text_rewards)) if rewards)
+        tasks = self.tasks()
         every = self.hparams.alternate_every
         return tasks if every <= 0 or len(tasks) < 2 else (tasks[(step // every) % 2],)
 
     @torch.no_grad()
-    def rollout(self, batch: ExampleBatch, tasks: tuple[str, ...] | None = None) -> Rollout:
-        """Sample G outputs per example for each task (default: all with rewards); record pi_old and ref log-probs."""
-        g = self.hparams.group_size
-        tasks = self.tasks_at(0) if tasks is None else tasks
+    def rollout(self, batch: ExampleBatch, tasks: tuple[str, ...] | None = None, evaluation: bool = False) -> Rollout:
+        """Sample G outputs per example for each task (default: all with rewards); record pi_old and ref log-probs.
+
+        ``evaluation`` samples one image and one greedy answer per example and no reference log-probs.
+        """
+        g = 1 if evaluation else self.hparams.group_size
+        tasks = self.tasks() if tasks is None else tasks
         if "image" in tasks and batch.prompt is None:
             raise ValueError("image rewards are configured but the data has no prompts (data.kind: t2i or triplet)")
         if "text" in tasks and batch.qa_problem is None:
@@ -182,36 +189,22 @@ class CoRLModule(L.LightningModule):
             ids, mask, image_embeds, real = self.policy.understanding_prompts(
                 batch.qa_problem, batch.qa_type, batch.real_image
             )
-            text = self.policy.sample_texts(ids, mask, image_embeds, g)
+            text = self.policy.sample_texts(ids, mask, image_embeds, g, temperature=0.0 if evaluation else None)
         else:
             real = self.policy.pixel_values(batch.real_image)
         if "image" in tasks:
             image = self.policy.sample_images(batch.prompt, g)
         rollout = Rollout(image=image, text=text, real_pixels=real, group_size=g)
-        if self.reference is not None:
+        if self.reference is not None and not evaluation:
             rollout.ref_image_logps, rollout.ref_text_logps = self._logprobs(rollout, self.reference)
         return rollout
 
     @torch.no_grad()
     def validation_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         """Held-out scores: greedy answers (accuracy, format) and one image per prompt (image rewards)."""
-        tasks = self.tasks_at(0)
-        stats: dict[str, torch.Tensor] = {}
-        real = None
-        if "text" in tasks:
-            ids, mask, image_embeds, real = self.policy.understanding_prompts(
-                batch.qa_problem, batch.qa_type, batch.real_image
-            )
-            answers = self.policy.sample_texts(ids, mask, image_embeds, 1, temperature=0.0).texts
-            for reward in self.text_rewards:
-                stats[f"val/{reward.name}"] = _call_reward(reward.name, reward, answers, **batch.text_columns())
-        if "image" in tasks:
-            image = self.policy.sample_images(batch.prompt, 1)
-            real = self.policy.pixel_values(batch.real_image) if real is None else real
-            samples = GeneratedImages(image.pixels, real, list(batch.prompt), image.tokens, self.policy)
-            for reward in self.image_rewards:
-                stats[f"val/{reward.name}"] = _call_reward(reward.name, reward, samples)
-        for name, values in stats.items():
+        rewards = self.score(self.rollout(batch, evaluation=True), batch)
+        for reward in (*self.image_rewards, *self.text_rewards):
+            name, values = f"val/{reward.name}", rewards[reward.name]
             values = values[~values.isnan()]
             if values.numel():
                 self.log(name, values.mean(), on_step=False, on_epoch=True, batch_size=values.numel(), sync_dist=True)
