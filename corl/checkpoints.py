@@ -14,14 +14,22 @@ import torch
 from corl.modules.loading import load_janus
 
 POLICY_PREFIX = "policy.model."
+SHARDED_INDEX = ".metadata"  # torch.distributed.checkpoint's index of the shards
+SHARDED_META = "meta.pt"  # Lightning's non-tensor state (hyper-parameters, loops) beside the shards
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The Janus state dict and the module's hyper-parameters of a corl (Lightning) checkpoint."""
+    """The Janus state dict and the module's hyper-parameters of a corl (Lightning) checkpoint.
+
+    Either one file, or the folder of shards an FSDP run writes (``FullyShardedStrategy``).
+    """
     path = Path(path)
-    if not path.is_file():
+    if is_sharded_checkpoint(path):
+        ckpt = {"state_dict": _read_sharded_weights(path, POLICY_PREFIX), **_load(path / SHARDED_META)}
+    elif path.is_file():
+        ckpt = _load(path)
+    else:
         raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
     state = {k[len(POLICY_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(POLICY_PREFIX)}
@@ -30,10 +38,35 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return state, dict(ckpt.get("hyper_parameters", {}))
 
 
+def is_sharded_checkpoint(path: Path) -> bool:
+    """True for the checkpoint folder of an FSDP run: shards, their index and Lightning's own state."""
+    return path.is_dir() and (path / SHARDED_INDEX).is_file() and (path / SHARDED_META).is_file()
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _read_sharded_weights(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    """Whole tensors of the model weights under ``prefix`` from a folder of shards, in one process.
+
+    Only those weights are read: the optimiser state in the same folder is twice their size.
+    """
+    from torch.distributed.checkpoint import FileSystemReader, load
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    entries = FileSystemReader(path).read_metadata().state_dict_metadata
+    wanted = f"state_dict.{prefix}"
+    flat = {key: torch.empty(meta.size, dtype=meta.properties.dtype) for key, meta in entries.items()
+            if key.startswith(wanted) and isinstance(meta, TensorStorageMetadata)}
+    load(flat, checkpoint_id=path, no_dist=True)
+    return {key[len("state_dict."):]: tensor for key, tensor in flat.items()}
+
+
 def load_model(path: str | Path, dtype: str = "float32"):
     """``(model, processor)`` from a corl checkpoint (built as its run built it) or an exported folder."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not is_sharded_checkpoint(path):
         return load_janus(str(path), dtype)
     state, hparams = read_checkpoint(path)
     model, processor = load_janus(hparams.get("model", "tiny"), dtype, hparams.get("seed", 0))
@@ -44,7 +77,7 @@ def load_model(path: str | Path, dtype: str = "float32"):
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The Janus state dict of a corl checkpoint or an exported folder."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not is_sharded_checkpoint(path):
         return load_janus(str(path))[0].state_dict()
     return read_checkpoint(path)[0]
 

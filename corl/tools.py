@@ -78,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="corl", description="corl export | merge | generate (training: corl fit)")
     commands = root.add_subparsers(dest="command", required=True)
     p = commands.add_parser("export", help=export_command.__doc__)
-    p.add_argument("checkpoint", help="a corl .ckpt")
+    p.add_argument("checkpoint", help="a corl .ckpt file, or the .ckpt folder of an FSDP run")
     p.add_argument("out", help="output folder")
     p.set_defaults(run=export_command)
     p = commands.add_parser("merge", help=merge_command.__doc__)

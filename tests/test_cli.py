@@ -10,7 +10,9 @@ from corl.cli import main
 from corl.data.datamodule import ExampleDataModule
 from corl.modules.corl_module import CoRLModule
 
-CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml"))
+ADD_ONS = [Path(__file__).resolve().parents[1] / "configs" / "fsdp.yaml"]  # layered on a stage's config
+CONFIGS = sorted(set(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml")) - set(ADD_ONS))
+STAGES = [c for c in CONFIGS if c.parent.name == "configs"]
 
 
 class ParseOnly(LightningCLI):
@@ -25,6 +27,16 @@ def test_every_config_parses(config):
     cli = ParseOnly(CoRLModule, ExampleDataModule, args=["-c", str(config)], run=False, auto_configure_optimizers=False)
     model = cli.config.model
     assert model.image_rewards or model.text_rewards
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda p: p.name)
+def test_fsdp_add_on_parses_over_every_stage(stage):
+    args = ["-c", str(stage), "-c", str(ADD_ONS[0])]
+    cli = ParseOnly(CoRLModule, ExampleDataModule, args=args, run=False, auto_configure_optimizers=False)
+    assert cli.config.trainer.strategy.class_path == "corl.strategies.FullyShardedStrategy"
+    assert cli.config.trainer.precision == "bf16-mixed"
+    assert cli.config.model.activation_checkpointing and cli.config.model.sharding.param_dtype == "bfloat16"
+    assert cli.config.model.image_rewards or cli.config.model.text_rewards  # the stage's own settings stay
 
 
 def test_configs_exist():

@@ -22,6 +22,7 @@ from corl.modules.logging_media import log_media
 from corl.modules.policy import ImageLogprobMode, JanusPolicy
 from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
 from corl.modules.rollout import Rollout
+from corl.modules.sharding import Sharding, checkpoint_layers, gathered, norm_value, shard
 
 
 class CoRLModule(L.LightningModule):
@@ -61,6 +62,9 @@ class CoRLModule(L.LightningModule):
         init_from: start from these weights (a corl checkpoint or an exported Hugging Face folder) with
             a fresh optimiser and step counter, e.g. stage 2 from stage 1; the KL reference (``beta >
             0``) is this starting model. Resuming an interrupted run is ``--ckpt_path`` instead.
+        activation_checkpointing: recompute each decoder layer's activations in backward instead of
+            keeping them (less memory for a second forward per layer); any strategy.
+        sharding: FSDP settings, used when the strategy shards (``corl.strategies.FullyShardedStrategy``).
         seed: initialisation seed of the tiny model.
     """
 
@@ -94,10 +98,13 @@ class CoRLModule(L.LightningModule):
         log_media_every_n_steps: int = 50,
         alternate_every: int = 0,
         init_from: str | None = None,
+        activation_checkpointing: bool = False,
+        sharding: Sharding | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["image_rewards", "text_rewards"])
+        self.save_hyperparameters(ignore=["image_rewards", "text_rewards", "sharding"])
+        self.sharding = sharding or Sharding()
         self.automatic_optimization = False
         self.image_rewards = list(image_rewards or [])
         self.text_rewards = list(text_rewards or [])
@@ -118,6 +125,30 @@ class CoRLModule(L.LightningModule):
             image_logprob_mode=image_logprob_mode,
         )
         self.reference = self.policy.make_reference() if beta > 0 else None
+        self._model_configured = False
+
+    def configure_model(self) -> None:
+        """Activation checkpointing, and FSDP units when the strategy gives a device mesh."""
+        if self._model_configured:  # Lightning calls this hook again for each stage
+            return
+        self._model_configured = True
+        if self.hparams.activation_checkpointing:
+            checkpoint_layers(self.policy.llm)
+        if self.device_mesh is None:  # one device, or DDP: nothing to shard
+            return
+        mesh = self.device_mesh  # ModelParallelStrategy's (data_parallel, tensor_parallel) mesh
+        if mesh["tensor_parallel"].size() != 1:
+            raise ValueError("corl shards with FSDP only (no tensor parallelism): use "
+                             "corl.strategies.FullyShardedStrategy as trainer.strategy")
+        mesh = mesh["data_parallel"]
+        # The FSDP roots are kept in a list, not registered: their parameters are the units' own.
+        self._fsdp_roots = [shard(self.policy.trained_modules(), mesh, self.sharding)]
+        if self.reference is not None:
+            self._fsdp_roots.append(shard(self.reference, mesh, self.sharding))
+
+    def gathered_policy(self):
+        """The policy's sharded parameters gathered for a rollout or evaluation (no-op when unsharded)."""
+        return gathered(self.policy, self.sharding.reshard_after_forward)
 
     def setup(self, stage: str) -> None:
         """Load every image reward's scorer before the first step, so a missing file fails at start."""
@@ -136,10 +167,11 @@ class CoRLModule(L.LightningModule):
         if len(batch) == 0:  # every example of the batch was unreadable (skip_bad_rows)
             return
         timer = time.perf_counter()
-        rollout = self.rollout(batch, self.tasks_at(self.global_step // self.hparams.mu))
-        rollout_time, timer = time.perf_counter() - timer, time.perf_counter()
-        rewards = self.score(rollout, batch)
-        reward_time, timer = time.perf_counter() - timer, time.perf_counter()
+        with self.gathered_policy():  # rewards such as the self-captioner decode with the policy too
+            rollout = self.rollout(batch, self.tasks_at(self.global_step // self.hparams.mu))
+            rollout_time, timer = time.perf_counter() - timer, time.perf_counter()
+            rewards = self.score(rollout, batch)
+            reward_time, timer = time.perf_counter() - timer, time.perf_counter()
         hp = self.hparams
         advantages = group_advantages(rewards["total"], hp.group_size, hp.advantage_scale, hp.advantage_eps)
         update_stats = self.update(rollout, advantages)
@@ -202,7 +234,8 @@ class CoRLModule(L.LightningModule):
     @torch.no_grad()
     def validation_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         """Held-out scores: greedy answers (accuracy, format) and one image per prompt (image rewards)."""
-        rewards = self.score(self.rollout(batch, evaluation=True), batch)
+        with self.gathered_policy():
+            rewards = self.score(self.rollout(batch, evaluation=True), batch)
         for reward in (*self.image_rewards, *self.text_rewards):
             name, values = f"val/{reward.name}", rewards[reward.name]
             values = values[~values.isnan()]
@@ -273,7 +306,7 @@ class CoRLModule(L.LightningModule):
                     sums[key] = sums.get(key, 0.0) + float(value) / hp.mu
             params = [p for p in self.policy.trained_modules().parameters() if p.grad is not None]
             norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
-            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) / hp.mu
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm_value(norm) / hp.mu
             if hp.grad_clip > 0:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.grad_clip, gradient_clip_algorithm="norm")
             optimizer.step()

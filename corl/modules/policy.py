@@ -160,8 +160,9 @@ class JanusPolicy(nn.Module):
         return reference.requires_grad_(False).eval()
 
     def _forward(self, embeds: torch.Tensor, mask: torch.Tensor, llm: nn.Module) -> torch.Tensor:
-        """Last hidden states of a full (non-cached) forward pass."""
-        return llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask)).last_hidden_state
+        """Last hidden states of a full forward pass; no KV cache (activation checkpointing would fill it twice)."""
+        out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False)
+        return out.last_hidden_state
 
     @torch.no_grad()
     def _decode(

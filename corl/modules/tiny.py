@@ -91,7 +91,7 @@ class JanusSizes:
     vq_latent_channels: int = 32
     vq_channel_multiplier: tuple[int, ...] | None = None  # None: all 1, as many levels as the grid needs
     vq_res_blocks: int = 1
-    tie_word_embeddings: bool = True
+    tie_word_embeddings: bool = False  # untied, as in Janus-Pro (and FSDP shards the head on its own)
 
 
 # Janus-Pro-1B's architecture (deepseek-community/Janus-Pro-1B): for GPU checks and benchmarks with
