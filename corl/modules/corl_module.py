@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import lightning as L
@@ -22,7 +24,7 @@ from corl.modules.logging_media import log_media
 from corl.modules.policy import ImageLogprobMode, JanusPolicy
 from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
 from corl.modules.rollout import Rollout
-from corl.modules.sharding import Sharding, checkpoint_layers, gathered, norm_value, shard
+from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, norm_value, shard
 
 
 class CoRLModule(L.LightningModule):
@@ -146,9 +148,11 @@ class CoRLModule(L.LightningModule):
         if self.reference is not None:
             self._fsdp_roots.append(shard(self.reference, mesh, self.sharding))
 
-    def gathered_policy(self):
-        """The policy's sharded parameters gathered for a rollout or evaluation (no-op when unsharded)."""
-        return gathered(self.policy, self.sharding.reshard_after_forward)
+    @contextmanager
+    def rollout_mode(self) -> Iterator[None]:
+        """For rollouts and rewards: the policy's sharded parameters gathered, activation checkpointing off."""
+        with gathered(self.policy, self.sharding.reshard_after_forward), checkpointing_paused(self.policy.llm):
+            yield
 
     def setup(self, stage: str) -> None:
         """Load every image reward's scorer before the first step, so a missing file fails at start."""
@@ -167,7 +171,7 @@ class CoRLModule(L.LightningModule):
         if len(batch) == 0:  # every example of the batch was unreadable (skip_bad_rows)
             return
         timer = time.perf_counter()
-        with self.gathered_policy():  # rewards such as the self-captioner decode with the policy too
+        with self.rollout_mode():  # rewards such as the self-captioner decode with the policy too
             rollout = self.rollout(batch, self.tasks_at(self.global_step // self.hparams.mu))
             rollout_time, timer = time.perf_counter() - timer, time.perf_counter()
             rewards = self.score(rollout, batch)
@@ -234,7 +238,7 @@ class CoRLModule(L.LightningModule):
     @torch.no_grad()
     def validation_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         """Held-out scores: greedy answers (accuracy, format) and one image per prompt (image rewards)."""
-        with self.gathered_policy():
+        with self.rollout_mode():
             rewards = self.score(self.rollout(batch, evaluation=True), batch)
         for reward in (*self.image_rewards, *self.text_rewards):
             name, values = f"val/{reward.name}", rewards[reward.name]
