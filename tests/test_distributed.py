@@ -20,12 +20,12 @@ from corl.modules.tiny import build_tiny_janus
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_two_ranks(tmp_path: Path, *args: str) -> list[dict]:
-    """Run two steps of the demo's stage 1 on two processes; each rank's probe record."""
+def train_two_ranks(tmp_path: Path, *args: str, steps: int = 2) -> list[dict]:
+    """Run ``steps`` steps of the demo's stage 1 on two processes; each rank's probe record."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     command = [
         sys.executable, "-m", "corl.cli", "fit", "-c", str(ROOT / "configs/demo/s1.yaml"), *args,
-        "--trainer.devices", "2", "--trainer.max_steps", "2",
+        "--trainer.devices", "2", "--trainer.max_steps", str(steps),
         "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "null",
         "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
         "--trainer.callbacks+=rank_probe.RankProbe", "--trainer.callbacks.out", str(tmp_path / "probe"),
@@ -54,10 +54,9 @@ def test_two_process_ddp_keeps_ranks_identical_and_groups_whole(tmp_path):
 def test_two_process_fsdp_shards_trains_and_exports(tmp_path):
     # configs/fsdp.yaml as shipped, in float32 (bf16 autocast is slow on CPUs), with the KL reference
     # (sharded too) and activation checkpointing.
-    ranks = train_two_ranks(
-        tmp_path, "-c", str(ROOT / "configs/fsdp.yaml"), "--trainer.precision", "32-true",
-        "--model.sharding.param_dtype", "null", "--model.beta", "0.02",
-    )
+    fsdp = ["-c", str(ROOT / "configs/fsdp.yaml"), "--trainer.precision", "32-true",
+            "--model.sharding.param_dtype", "null", "--model.beta", "0.02"]
+    ranks = train_two_ranks(tmp_path, *fsdp)
     check_data_parallel(ranks)
     for rank in ranks:  # each rank holds half of every decoder weight
         rows, cols = rank["layer_shape"]
@@ -76,3 +75,8 @@ def test_two_process_fsdp_shards_trains_and_exports(tmp_path):
 
     exported = JanusForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
     assert weights_digest(exported) == ranks[0]["weights"], "the export holds the trained (gathered) weights"
+
+    # A preempted run resumes from the folder of shards: weights, optimiser and step count.
+    resumed = train_two_ranks(tmp_path, *fsdp, "--ckpt_path", str(checkpoint), steps=3)
+    assert [len(r["prompts"]) for r in resumed] == [1, 1], "one step left of three"
+    assert resumed[0]["weights"] == resumed[1]["weights"] != ranks[0]["weights"]
