@@ -33,8 +33,11 @@ demo: install  ## the whole chain on the embedded tiny Janus and procedural data
 	$(BIN)/corl merge checkpoints/demo/s2_mcq/last.ckpt checkpoints/demo/s2_oe/last.ckpt --out exports/demo/mm2t
 	$(BIN)/corl export checkpoints/demo/s2_t2i/last.ckpt exports/demo/t2i
 
+# More options for every `corl fit` of stage1/stage2, e.g. FIT_ARGS="-c configs/fsdp.yaml".
+FIT_ARGS ?=
+
 stage1: install  ## stage 1 with the paper's settings on real weights and data
-	$(BIN)/corl fit -c configs/s1.yaml --model.model $(MODEL) --data.source $(DATA)
+	$(BIN)/corl fit -c configs/s1.yaml --model.model $(MODEL) --data.source $(DATA) $(FIT_ARGS)
 
 S1_CKPT ?= checkpoints/s1/last.ckpt
 DATA_T2I ?= data/x2x_rft_16k
@@ -42,9 +45,9 @@ DATA_MCQ ?= data/mcot_r1_mcq_66k
 DATA_OE ?= data/mcot_r1_vqa_66k
 
 stage2: install  ## the three refined runs from stage 1's final checkpoint, then MC + OE merged into one model
-	$(BIN)/corl fit -c configs/s2_t2i.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_T2I)
-	$(BIN)/corl fit -c configs/s2_mcq.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_MCQ)
-	$(BIN)/corl fit -c configs/s2_oe.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_OE)
+	$(BIN)/corl fit -c configs/s2_t2i.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_T2I) $(FIT_ARGS)
+	$(BIN)/corl fit -c configs/s2_mcq.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_MCQ) $(FIT_ARGS)
+	$(BIN)/corl fit -c configs/s2_oe.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_OE) $(FIT_ARGS)
 	$(BIN)/corl merge checkpoints/s2_mcq/last.ckpt checkpoints/s2_oe/last.ckpt --out exports/s2_mm2t
 	$(BIN)/corl export checkpoints/s2_t2i/last.ckpt exports/s2_t2i
 
