@@ -152,8 +152,21 @@ class ExampleFiles(Dataset):
             self._group_cache = (position, group, table.to_pylist())
         return self._group_cache[2][offset]
 
-    def __getitem__(self, index: int) -> Example | None:
-        """The example, or None for an undecodable image when ``skip_bad_rows`` (the collate drops it)."""
+    def __getitem__(self, index: int) -> Example:
+        """The example; with ``skip_bad_rows``, an undecodable image passes on to the next readable row.
+
+        Passing on (rather than dropping) keeps every batch full, so all ranks of a distributed run
+        do the same work per step; the example says how many rows it passed over, for the logs.
+        """
+        for skipped in range(len(self)):
+            example = self._read((index + skipped) % len(self))
+            if example is not None:
+                example.skipped = skipped
+                return example
+        raise DataError(f"no row of {self.files[0].parent} has a readable image")
+
+    def _read(self, index: int) -> Example | None:
+        """The example at ``index``, or None for an undecodable image when ``skip_bad_rows``."""
         position, number, where = self.index[index]
         file = self.files[position]
         row = self._row(position, where)

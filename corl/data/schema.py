@@ -40,6 +40,7 @@ class Example:
     qa_problem: str | None = None  # the question (options included for MC)
     qa_solution: str | None = None  # ground truth, usually "<answer>…</answer>"
     qa_type: str | None = None  # "MC" or an open-ended type
+    skipped: int = 0  # unreadable rows passed over to reach this one (skip_bad_rows), for the logs
 
 
 @dataclass
@@ -51,7 +52,7 @@ class ExampleBatch:
     qa_problem: list[str] | None = None
     qa_solution: list[str] | None = None
     qa_type: list[str] | None = None
-    skipped: int = 0  # examples dropped from this batch because they could not be read (skip_bad_rows)
+    skipped: int = 0  # unreadable rows passed over to fill this batch (skip_bad_rows)
 
     def __len__(self) -> int:
         return len(self.real_image)
@@ -62,14 +63,11 @@ class ExampleBatch:
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
-def collate_examples(items: list[Example | None]) -> ExampleBatch:
-    """Collate function for the DataLoader.
-
-    Unreadable examples (None) are dropped and counted; a column is None when the examples lack it.
-    """
-    kept = [item for item in items if item is not None]
+def collate_examples(items: list[Example]) -> ExampleBatch:
+    """Collate function for the DataLoader; a column is None when the examples lack it."""
     columns = {}
     for field in fields(Example):
-        values = [getattr(item, field.name) for item in kept]
-        columns[field.name] = None if any(v is None for v in values) else values
-    return ExampleBatch(**columns, skipped=len(items) - len(kept))
+        if field.name != "skipped":
+            values = [getattr(item, field.name) for item in items]
+            columns[field.name] = None if any(v is None for v in values) else values
+    return ExampleBatch(**columns, skipped=sum(item.skipped for item in items))

@@ -161,15 +161,14 @@ class CoRLModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- the algorithm
     def on_train_start(self) -> None:
-        """Start the count of unreadable rows with those the data set left out when it was opened."""
+        """Start the counts of unreadable rows: those the data set left out when it was opened, once."""
         dataset = getattr(self.trainer.datamodule, "dataset", None) if self.trainer.datamodule else None
-        self.skipped_rows = getattr(dataset, "skipped", 0)
+        self.skipped_at_opening = getattr(dataset, "skipped", 0)  # every rank opens the same files
+        self.skipped_reading = 0  # this rank's rows passed over while reading
 
     def training_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         """Rollout -> rewards -> advantages -> mu clipped GRPO updates -> logs."""
-        self.skipped_rows = getattr(self, "skipped_rows", 0) + batch.skipped
-        if len(batch) == 0:  # every example of the batch was unreadable (skip_bad_rows)
-            return
+        self.skipped_reading += batch.skipped
         timer = time.perf_counter()
         with self.rollout_mode():  # rewards such as the self-captioner decode with the policy too
             rollout = self.rollout(batch, self.tasks_at(self.global_step // self.hparams.mu))
@@ -188,11 +187,15 @@ class CoRLModule(L.LightningModule):
             "time/update": update_time,
             "throughput/rollout_tokens_per_s": rollout.num_tokens() / max(rollout_time, 1e-9),
             **{f"time/reward/{name}": seconds for name, seconds in self.reward_times.items()},
-            "data/skipped_rows": self.skipped_rows,
         })
+        # Every rank logs the same keys in the same order: each key is one collective.
         self.log_dict(
             {k: float(v) for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=len(batch), sync_dist=True
         )
+        reading = torch.tensor(float(self.skipped_reading), device=self.device)
+        reading = self.trainer.strategy.reduce(reading, reduce_op="sum")  # ranks read different rows
+        self.log("data/skipped_rows", self.skipped_at_opening + reading, on_step=True, on_epoch=False,
+                 batch_size=len(batch))
         every = hp.log_media_every_n_steps
         if every and batch_idx % every == 0:
             captions = next((r.last_captions for r in self.image_rewards if getattr(r, "last_captions", None)), None)
@@ -350,14 +353,13 @@ class CoRLModule(L.LightningModule):
 
     @staticmethod
     def reward_stats(rewards: dict[str, torch.Tensor], advantages: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Mean, std and NaN count of every reward, and advantage statistics."""
+        """Mean, std and NaN count of every reward, and advantage statistics (the same keys every step)."""
         stats = {}
         for name, value in rewards.items():
             valid = value[~value.isnan()]
             stats[f"reward/{name}/mean"] = valid.mean() if valid.numel() else value.new_tensor(float("nan"))
             stats[f"reward/{name}/std"] = valid.std() if valid.numel() > 1 else value.new_zeros(())
-            if valid.numel() < value.numel():
-                stats[f"reward/{name}/nan_count"] = value.new_tensor(float(value.numel() - valid.numel()))
+            stats[f"reward/{name}/nan_count"] = value.new_tensor(float(value.numel() - valid.numel()))
         stats["advantage/mean"] = advantages.mean()
         stats["advantage/std"] = advantages.std() if advantages.numel() > 1 else advantages.new_zeros(())
         stats["advantage/abs_mean"] = advantages.abs().mean()

@@ -80,13 +80,23 @@ def test_bad_rows_name_file_and_row_or_are_skipped_and_counted(tmp_path):
         ExampleFiles(folder)
     data = ExampleFiles(folder, skip_bad_rows=True)
     assert len(data) == 5 and data.skipped == 1
-    assert data[3] is None  # row 4 overall: the undecodable image
+    # Row 4 overall (index 3) has the undecodable image: reading it passes on to the next row.
+    assert data[3].prompt == data[4].prompt == rows[5]["prompt"] and data[3].skipped == 1 and data[4].skipped == 0
     rows[1]["prompt"] = "complete again"
     strict = ExampleFiles(write_shards(tmp_path / "strict", rows, shards=2))
     with pytest.raises(DataError, match=r"train-00001-of-00002\.parquet, row 1: cannot read column 'real_image'"):
         strict[4]
     batch = collate_examples([data[i] for i in range(5)])
-    assert len(batch) == 4 and batch.skipped == 1
+    assert len(batch) == 5 and batch.skipped == 1  # full batches keep the ranks of a distributed run in step
+
+
+def test_a_set_without_one_readable_image_is_an_error(tmp_path):
+    rows = triplets(2)
+    for row in rows:
+        row["real_image"] = image_struct(b"broken")
+    data = ExampleFiles(write_shards(tmp_path, rows, shards=1), skip_bad_rows=True)
+    with pytest.raises(DataError, match="no row .* has a readable image"):
+        data[0]
 
 
 def test_skipped_rows_reach_the_logs(tmp_path, quiet_trainer):
