@@ -91,6 +91,25 @@ def test_stage2_starts_from_stage1_weights_with_a_fresh_optimiser(stage1, tmp_pa
     assert all(int(s["step"]) == 2 for s in state.values())  # AdamW started fresh: 2 steps, not 4
 
 
+@pytest.mark.filterwarnings("ignore")
+def test_stage2_starts_from_the_sharded_checkpoint_of_an_fsdp_run(stage1, tmp_path):
+    from torch.distributed.checkpoint import save
+
+    ckpt, final = stage1
+    # An FSDP run's checkpoint, laid out as Lightning's ModelParallelStrategy writes it: the tensors
+    # (weights and optimiser state) in shards with an index, everything else in meta.pt.
+    whole = torch.load(ckpt, weights_only=False)
+    folder = tmp_path / "last.ckpt"
+    save({"state_dict": whole.pop("state_dict"), "optimizer_0": whole.pop("optimizer_states")[0]},
+         checkpoint_id=folder, no_dist=True)
+    torch.save(whole, folder / "meta.pt")
+    state, hparams = read_checkpoint(folder)
+    assert state.keys() == final.keys() and all(torch.equal(state[k], final[k]) for k in final)
+    assert hparams["group_size"] == 2
+    s2 = small(text_rewards=[TextReward(noise_text)], init_from=str(folder))
+    assert all(torch.equal(v, final[k]) for k, v in s2.policy.model.state_dict().items())
+
+
 def test_single_task_steps_sample_only_their_task(stage1, tmp_path, monkeypatch, quiet_trainer):
     ckpt, _ = stage1
 
