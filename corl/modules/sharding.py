@@ -47,7 +47,7 @@ def sharded_units(trained: nn.ModuleDict) -> list[nn.Module]:
                          "token embedding, so train it with DDP or on one device")
     layers = list(llm.layers)
     taken = {id(m) for m in [embedding, llm.layers]}
-    rest = [m for m in llm.children() if id(m) not in taken and any(True for _ in m.parameters())]
+    rest = [m for m in llm.children() if id(m) not in taken and list(m.parameters())]  # the final norm
     return [embedding, *layers, *rest, head]
 
 
