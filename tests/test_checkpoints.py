@@ -1,6 +1,7 @@
 """Weights after training: merge arithmetic, export round trip, the stage-1 -> stage-2 chain, generate."""
 
 import json
+import math
 
 import lightning as L
 import pytest
@@ -191,3 +192,20 @@ def test_validation_scores_a_held_out_split_greedily(quiet_trainer):
     first = trainer.validate(module, data, verbose=False)[0]
     again = trainer.validate(module, data, verbose=False)[0]
     assert first["val/accuracy"] == again["val/accuracy"] and first["val/format"] == again["val/format"]
+
+
+class Unscorable(ImageReward):
+    default_name = "unscorable"
+
+    def __call__(self, samples):
+        return torch.full((len(samples),), float("nan"))
+
+
+def test_validation_logs_every_reward_even_when_nothing_was_scored(quiet_trainer):
+    # Ranks must sync the same keys: a reward that scored nothing is logged with weight 0 (NaN alone).
+    module = small(image_rewards=[Noise(), Unscorable()], text_rewards=[TextReward("format")])
+    trainer, _ = quiet_trainer(1, limit_val_batches=2)
+    scores = trainer.validate(module, ExampleDataModule(batch_size=2, val_source="procedural", val_length=4),
+                              verbose=False)[0]
+    assert set(scores) == {"val/noise", "val/unscorable", "val/format"}
+    assert math.isnan(scores["val/unscorable"]) and 0.0 <= scores["val/noise"] <= 1.0

@@ -244,10 +244,12 @@ class CoRLModule(L.LightningModule):
         with self.rollout_mode():
             rewards = self.score(self.rollout(batch, evaluation=True), batch)
         for reward in (*self.image_rewards, *self.text_rewards):
-            name, values = f"val/{reward.name}", rewards[reward.name]
+            values = rewards[reward.name]
             values = values[~values.isnan()]
-            if values.numel():
-                self.log(name, values.mean(), on_step=False, on_epoch=True, batch_size=values.numel(), sync_dist=True)
+            # Logged even with nothing scored (weight 0), so every rank syncs the same keys.
+            mean = values.mean() if values.numel() else values.new_zeros(())
+            self.log(f"val/{reward.name}", mean, on_step=False, on_epoch=True, batch_size=values.numel(),
+                     sync_dist=True)
 
     def _logprobs(self, rollout: Rollout, reference=None, rows: torch.Tensor | None = None):
         """Training log-probs of the (sub-)rollout's image and text tokens; None for an absent task."""
