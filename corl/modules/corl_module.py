@@ -155,7 +155,14 @@ class CoRLModule(L.LightningModule):
             yield
 
     def setup(self, stage: str) -> None:
-        """Load every image reward's scorer before the first step, so a missing file fails at start."""
+        """Refuse strategies that wrap the whole module; load every image reward's scorer before the first step."""
+        from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
+        if isinstance(self.trainer.strategy, FSDPStrategy | DeepSpeedStrategy):
+            raise ValueError(
+                f"trainer.strategy {type(self.trainer.strategy).__name__} wraps the whole module, but rollouts call "
+                "the policy's parts one by one: shard with corl.strategies.FullyShardedStrategy (configs/fsdp.yaml)"
+            )
         for reward in self.image_rewards:
             reward.setup()
 

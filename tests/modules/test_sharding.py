@@ -91,3 +91,17 @@ def test_checkpointing_is_paused_for_rollouts_and_restored(tiny_policy):
     assert all(state.enable_hook for state in states)
     with checkpointing_paused(tiny_policy().llm):  # nothing checkpointed: nothing to pause
         pass
+
+
+def test_strategies_that_wrap_the_whole_module_are_refused_before_training():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from corl.modules.corl_module import CoRLModule
+    from corl.modules.rewards import TextReward
+
+    module = CoRLModule(model="tiny", text_rewards=[TextReward("format")])
+    module._trainer = SimpleNamespace(strategy=FSDPStrategy())
+    with pytest.raises(ValueError, match="FullyShardedStrategy"):
+        module.setup("fit")
