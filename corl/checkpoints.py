@@ -43,6 +43,11 @@ def is_sharded_checkpoint(path: Path) -> bool:
     return path.is_dir() and (path / SHARDED_INDEX).is_file() and (path / SHARDED_META).is_file()
 
 
+def is_exported_folder(path: Path) -> bool:
+    """True for a transformers folder (``corl export``); an FSDP run's checkpoint is a folder too."""
+    return path.is_dir() and not is_sharded_checkpoint(path)
+
+
 def _load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
@@ -66,7 +71,7 @@ def _read_sharded_weights(path: Path, prefix: str) -> dict[str, torch.Tensor]:
 def load_model(path: str | Path, dtype: str = "float32"):
     """``(model, processor)`` from a corl checkpoint (built as its run built it) or an exported folder."""
     path = Path(path)
-    if path.is_dir() and not is_sharded_checkpoint(path):
+    if is_exported_folder(path):
         return load_janus(str(path), dtype)
     state, hparams = read_checkpoint(path)
     model, processor = load_janus(hparams.get("model", "tiny"), dtype, hparams.get("seed", 0))
@@ -77,7 +82,7 @@ def load_model(path: str | Path, dtype: str = "float32"):
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The Janus state dict of a corl checkpoint or an exported folder."""
     path = Path(path)
-    if path.is_dir() and not is_sharded_checkpoint(path):
+    if is_exported_folder(path):
         return load_janus(str(path))[0].state_dict()
     return read_checkpoint(path)[0]
 
