@@ -21,6 +21,7 @@ from torch import nn
 from transformers import StaticCache
 
 from corl.data.templates import question_prompt
+from corl.modules.prompts import JanusPrompts, span_mask
 from corl.modules.rollout import ImageRollout, TextRollout
 
 ImageLogprobMode = Literal["conditional", "cfg"]
@@ -43,6 +44,14 @@ def sample_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     return torch.multinomial(probs, 1).squeeze(-1)
+
+
+class FrozenModules(nn.ModuleDict):
+    """Modules that stay in eval mode whatever ``.train()`` the parent module receives (the KL reference)."""
+
+    def train(self, mode: bool = True) -> FrozenModules:
+        """Stay in eval mode: the reference's log-probs must not depend on the trainer's mode."""
+        return super().train(False)
 
 
 class JanusPolicy(nn.Module):
@@ -82,6 +91,7 @@ class JanusPolicy(nn.Module):
         self.text_temperature = text_temperature
         self.max_completion_tokens = max_completion_tokens
         self.image_logprob_mode = image_logprob_mode
+        self.prompts = JanusPrompts(processor, self.num_image_tokens)
         # Only the LLM (with its text head) learns; vision tower, aligners, VQ model, generation
         # embedding and generation head stay frozen.
         self.model.requires_grad_(False)
@@ -108,33 +118,12 @@ class JanusPolicy(nn.Module):
         """Image tokens per generated image, from the model config (576 for Janus-Pro)."""
         return self.model.config.vision_config.num_image_tokens
 
-    def _encode_text(self, texts: list[str], image_mode: bool = False):
-        kwargs = {"generation_mode": "image"} if image_mode else {}
-        enc = self.processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs)
-        return {k: v.to(self.device) for k, v in enc.items()}
-
-    def _image_prompts(self, contents: list[list[dict]]) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
-        """Left-padded ids, mask, texts and character offsets of chat prompts that contain images.
-
-        Each image placeholder is expanded into <begin_of_image> + N image tokens + <end_of_image>,
-        as the processor does, so the pixels can come from the device instead of PIL images.
-        """
-        p = self.processor
-        span = p.image_start_token + p.image_token * self.num_image_tokens + p.image_end_token
-        texts = [self._chat(content).replace(p.image_token, span) for content in contents]
-        enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt", return_offsets_mapping=True)
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device), texts, enc["offset_mapping"]
-
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Aligned vision-tower features ``[B, N_img, D]`` of images ``[B, 3, H, W]`` in [-1, 1]."""
         size = self.model.config.vision_config.image_size
         if pixels.shape[-2:] != (size, size):
             pixels = F.interpolate(pixels.float(), size=(size, size), mode="bilinear", align_corners=False)
         return self.model.model.get_image_features(pixels.to(self.model.dtype)).pooler_output
-
-    def _chat(self, content: list[dict]) -> str:
-        conversation = [{"role": "user", "content": content}]
-        return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
 
     def _embed_prompt(self, ids: torch.Tensor, image_embeds: torch.Tensor | None, llm: nn.Module | None = None):
         """Token embeddings ``[R, L, D]`` with the real images' features at the image placeholders."""
@@ -154,9 +143,9 @@ class JanusPolicy(nn.Module):
         """The modules RL changes: the LLM and its text head (possibly tied to its embedding)."""
         return nn.ModuleDict({"llm": self.llm, "lm_head": self.model.lm_head})
 
-    def make_reference(self) -> nn.ModuleDict:
+    def make_reference(self) -> FrozenModules:
         """A frozen copy of the trained modules; the frozen towers and heads are shared, not copied."""
-        reference = copy.deepcopy(self.trained_modules())  # deepcopy keeps a head/embedding tie
+        reference = FrozenModules(copy.deepcopy(self.trained_modules()))  # deepcopy keeps a head/embedding tie
         return reference.requires_grad_(False).eval()
 
     def _forward(self, embeds: torch.Tensor, mask: torch.Tensor, llm: nn.Module) -> torch.Tensor:
@@ -199,9 +188,13 @@ class JanusPolicy(nn.Module):
 
     # ------------------------------------------------------------------------------- image side
     def generation_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Conditional ids, mask and the Janus unconditional ids (only BOS and BOI kept) for T2I."""
-        enc = self._encode_text([self._chat([{"type": "text", "text": p}]) for p in prompts], image_mode=True)
-        ids, mask = enc["input_ids"], enc["attention_mask"]
+        """Conditional ids, mask and the Janus unconditional ids (only BOS and BOI kept) for T2I.
+
+        The conditional prompt is the processor's image-mode prompt: no system prompt, ending in
+        ``<begin_of_image>``.
+        """
+        enc = self.prompts.encode([[{"type": "text", "text": p}] for p in prompts], "image")
+        ids, mask = enc.ids.to(self.device), enc.mask.to(self.device)
         boi = self.tokenizer.convert_tokens_to_ids(self.processor.image_start_token)
         keep = (ids == self.tokenizer.bos_token_id) | (ids == boi)
         uncond = torch.where(keep | (mask == 0), ids, torch.full_like(ids, self.tokenizer.pad_token_id))
@@ -279,15 +272,16 @@ class JanusPolicy(nn.Module):
         """Ids, mask, image features ``[B, N_img, D]`` (tower run once per image) and pixels in [-1, 1]."""
         contents = [[{"type": "image"}, {"type": "text", "text": question_prompt(q, t)}]
                     for q, t in zip(questions, qa_types, strict=True)]
-        ids, mask, _, _ = self._image_prompts(contents)
+        enc = self.prompts.encode(contents, "text")
         pixels = self.pixel_values(images)
-        return ids, mask, self.image_features(pixels), pixels
+        return enc.ids.to(self.device), enc.mask.to(self.device), self.image_features(pixels), pixels
 
     @torch.no_grad()
     def describe(self, features: torch.Tensor, instruction: str, max_tokens: int) -> list[str]:
         """Greedy one-sentence captions of images given by their ``image_features`` ``[R, N_img, D]``."""
         content = [{"type": "image"}, {"type": "text", "text": instruction}]
-        ids, mask, _, _ = self._image_prompts([content] * len(features))
+        enc = self.prompts.encode([content] * len(features), "text")
+        ids, mask = enc.ids.to(self.device), enc.mask.to(self.device)
         rollout = self.sample_texts(ids, mask, features, 1, temperature=0.0, max_tokens=max_tokens)
         return [text.strip() for text in rollout.texts]
 
@@ -299,19 +293,19 @@ class JanusPolicy(nn.Module):
 
         The images come as their ``image_features`` ``[R, N_img, D]``.
 
-        One batched forward. The spans come from the batch itself: image positions are the image
-        tokens, prompt positions are the tokens whose characters fall inside the prompt's text, so
-        left padding and the chat template cannot shift them.
+        One batched forward over the processor's understanding prompts (system prompt included). The
+        spans come from the batch itself: image positions are the image tokens, prompt positions are
+        the tokens that carry characters of the prompt as the chat template kept it (stripped), so
+        left padding, the system prompt and the template cannot shift them.
 
         Returns:
             ``states [R, L, D]``, ``image_mask [R, L]`` and ``text_mask [R, L]`` (bool).
         """
         contents = [[{"type": "image"}, {"type": "text", "text": prompt}] for prompt in prompts]
-        ids, mask, texts, offsets = self._image_prompts(contents)
-        starts = torch.tensor([text.rfind(prompt) for text, prompt in zip(texts, prompts, strict=True)])
-        ends = starts + torch.tensor([len(prompt) for prompt in prompts])
-        inside = (offsets[..., 0] >= starts[:, None]) & (offsets[..., 1] <= ends[:, None])
-        text_mask = (inside & (offsets[..., 1] > offsets[..., 0])).to(self.device) & mask.bool()
+        enc = self.prompts.encode(contents, "text")
+        spans = [self.prompts.part_span(content, 1, "text") for content in contents]
+        ids, mask = enc.ids.to(self.device), enc.mask.to(self.device)
+        text_mask = span_mask(enc, spans).to(self.device)
         image_mask = ids == self.model.config.image_token_id
         embeds = self._embed_prompt(ids, features)
         return self._forward(embeds, mask, self.llm), image_mask, text_mask

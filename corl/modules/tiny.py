@@ -1,9 +1,10 @@
 """The embedded default: a tiny, randomly initialised Janus built from transformers' own classes.
 
 It has the real architecture (SigLIP-style vision tower, aligners, VQ-VAE, generation head, Llama
-LLM) at toy sizes, plus a byte-level BPE tokenizer trained here on the procedural data's vocabulary
-with Janus's special tokens and chat template, so a stage-1 step runs in seconds on a CPU and no
-file is downloaded.
+LLM) at toy sizes, plus a byte-level BPE tokenizer trained here on the procedural data's vocabulary.
+Its processor has Janus-Pro's layout: the special tokens, a tokenizer that adds BOS itself, the chat
+template of transformers' conversion and the default system prompt. So every test exercises the real
+prompts, a stage-1 step runs in seconds on a CPU, and no file is downloaded.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     JanusConfig,
     JanusForConditionalGeneration,
@@ -20,6 +21,7 @@ from transformers import (
     LlamaConfig,
     PreTrainedTokenizerFast,
 )
+from transformers.models.janus.processing_janus import DEFAULT_SYSTEM_PROMPT
 
 from corl.data.procedural import vocabulary_corpus
 
@@ -29,28 +31,57 @@ SPECIAL_TOKENS = {
     "pad_token": "<｜▁pad▁｜>",
 }
 IMAGE_TOKENS = {"image_token": "<image_placeholder>", "boi_token": "<begin_of_image>", "eoi_token": "<end_of_image>"}
-ROLE_TOKENS = ["<|User|>", "<|Assistant|>"]
+# Janus-Pro's additional special tokens (its special_tokens_map.json), the role tags among them.
+ADDITIONAL_TOKENS = [
+    "<patch_placeholder>", "<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>", "<|grounding|>", "<|User|>", "<|Assistant|>",
+]
 
-# Janus-Pro's conversation layout ("<|User|>: ...\n\n<|Assistant|>:"), images as a placeholder that
-# the processor expands into <begin_of_image> + N image tokens + <end_of_image>.
+# The chat template that transformers' Janus-Pro conversion (convert_janus_weights_to_hf.py) writes
+# into the processor, character for character: no BOS (the tokenizer adds it), the first text part
+# left-stripped and the last right-stripped, "\n\n" after a user turn, EOS after an assistant turn.
 CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}<|User|>: {% elif message['role'] == 'assistant' %}<|Assistant|>: "
-    "{% else %}{{ message['role'] | capitalize }}: {% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image_placeholder>\n{% else %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}\n\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
+    "{%set seps=['\n\n','<\uff5cend\u2581of\u2581sentence\uff5c>']%}"
+    "{%set i=0%}"
+    "{%for message in messages%}"
+    "{%if message['role']|lower=='user'%}"
+    "<|User|>: "
+    "{%elif message['role']|lower=='assistant'%}"
+    "<|Assistant|>:{%if not (loop.last and not add_generation_prompt and message['content'][0]['type']=='text' and "
+    "message['content'][0]['text']=='')%} {%endif%}"
+    "{%else%}"
+    "{{message['role'].capitalize()}}: "
+    "{%endif%}"
+    "{%for content in message['content']%}"
+    "{%if content['type']=='image'%}"
+    "{%if not loop.first%}{{'\n'}}{%endif%}"
+    "<image_placeholder>"
+    "{%if not loop.last%}{{'\n'}}{%endif%}"
+    "{%elif content['type']=='text'%}"
+    "{%set text=content['text']%}"
+    "{%if loop.first%}{%set text=text.lstrip()%}{%endif%}"
+    "{%if loop.last%}{%set text=text.rstrip()%}{%endif%}"
+    "{%if not loop.first and message['content'][loop.index0-1]['type']=='text'%}"
+    "{{' '+text}}"
+    "{%else%}"
+    "{{text}}"
+    "{%endif%}"
+    "{%endif%}"
+    "{%endfor%}"
+    "{%if not loop.last or add_generation_prompt%}"
+    "{%if message['role']|lower=='user'%}"
+    "{{seps[0]}}"
+    "{%else%}"
+    "{{seps[1]}}"
+    "{%endif%}"
+    "{%endif%}"
+    "{%endfor%}"
+    "{%if add_generation_prompt%}<|Assistant|>:{%endif%}"
 )
 
 
 def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on the procedural vocabulary; deterministic, so runs can be reloaded."""
-    special = [*SPECIAL_TOKENS.values(), *IMAGE_TOKENS.values(), *ROLE_TOKENS]
+    special = [*SPECIAL_TOKENS.values(), *IMAGE_TOKENS.values(), *ADDITIONAL_TOKENS]
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -60,7 +91,12 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator(vocabulary_corpus(), trainer=trainer)
+    backend.train_from_iterator([DEFAULT_SYSTEM_PROMPT, *vocabulary_corpus()], trainer=trainer)
+    # Janus-Pro's tokenizer puts BOS in front of every encoded text itself; its template has none.
+    bos = SPECIAL_TOKENS["bos_token"]
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, backend.token_to_id(bos))]
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         **SPECIAL_TOKENS,
@@ -177,5 +213,8 @@ def build_tiny_janus(
         image_std=[0.5, 0.5, 0.5],
         do_convert_rgb=True,
     )
-    processor = JanusProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=grid * grid)
+    processor = JanusProcessor(
+        image_processor, tokenizer, chat_template=CHAT_TEMPLATE, use_default_system_prompt=True,
+        num_image_tokens=grid * grid,
+    )
     return model, processor

@@ -13,7 +13,7 @@ class LowCodes(ImageReward):
     default_name = "low_codes"
 
     def __call__(self, samples):
-        assert samples.images.shape[0] == samples.tokens.shape[0] == samples.real_images.shape[0] == len(samples)
+        assert samples.images.shape[0] == samples.tokens.shape[0] == len(samples.real_photos) == len(samples)
         assert samples.policy is not None
         return (samples.tokens < 128).float().mean(dim=1)
 
@@ -49,4 +49,4 @@ def test_image_grpo_raises_a_verifiable_reward(quiet_trainer):
     module = CoRLModule(**settings(image_rewards=[LowCodes()]))
     values = train(module, 30, quiet_trainer)
     start, end = sum(values[:5]) / 5, sum(values[-5:]) / 5
-    assert end > start + 0.3, (start, end)
+    assert end - start > 0.6 * (1.0 - start), (start, end)  # most of the way from the start to the maximum, 1

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
 from corl.modules.rewards import GeneratedImages, TextImageMatchingReward
 from corl.modules.rewards.matching import token_matching_score
@@ -44,7 +45,7 @@ def test_rows_without_a_span_are_nan():
 
 def samples_for(policy, images, prompts):
     tokens = torch.zeros(len(prompts), policy.num_image_tokens, dtype=torch.long)
-    return GeneratedImages(images, images, prompts, tokens, policy)
+    return GeneratedImages(images, [Image.new("RGB", (8, 8))] * len(prompts), prompts, tokens, policy)
 
 
 def test_spans_come_from_the_masks(tiny_policy):
@@ -55,7 +56,8 @@ def test_spans_come_from_the_masks(tiny_policy):
     assert (image_mask.sum(1) == policy.num_image_tokens).all()
     ids = policy.tokenizer(prompts, add_special_tokens=False)["input_ids"]
     assert text_mask.sum(1).tolist() == [len(x) for x in ids]
-    ids, mask, _, _ = policy._image_prompts([[{"type": "image"}, {"type": "text", "text": p}] for p in prompts])
+    enc = policy.prompts.encode([[{"type": "image"}, {"type": "text", "text": p}] for p in prompts], "text")
+    ids, mask = enc.ids, enc.mask
     assert mask[0, 0] == 0, "the shorter prompt is left-padded"
     for row in range(2):  # the text positions hold exactly the prompt's tokens
         assert policy.tokenizer.decode(ids[row][text_mask[row]]).strip() == prompts[row]

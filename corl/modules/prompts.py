@@ -1,0 +1,91 @@
+"""Prompts exactly as Janus-Pro's ``JanusProcessor`` builds them, image placeholders expanded here.
+
+The processor turns a chat text into ids in one of two modes: understanding (``text``) puts its
+default system prompt in front when ``use_default_system_prompt`` is set (Janus-Pro's is), and
+generation (``image``) appends ``<begin_of_image>``; its tokenizer adds BOS itself. corl builds the
+same text but expands each image placeholder into ``<begin_of_image>`` + N image tokens +
+``<end_of_image>`` itself, because the processor would want PIL images while corl's pixels stay on
+the device. It tokenises with character offsets, so the tokens of one part of a prompt can be found
+after the chat template has stripped and framed it (``tests/modules/test_prompts.py`` compares the
+ids with the processor's, token for token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from transformers.models.janus.processing_janus import DEFAULT_SYSTEM_PROMPT
+
+Mode = Literal["text", "image"]
+_SENTINEL = "\x00"  # stands in for a text part to find where the template puts it; no template strips it
+
+
+@dataclass
+class PromptBatch:
+    """Tokenised prompts, left-padded."""
+
+    ids: torch.Tensor  # [B, L] token ids
+    mask: torch.Tensor  # [B, L] 1 on real tokens
+    offsets: torch.Tensor  # [B, L, 2] each token's character range in its text; (0, 0) for BOS and padding
+    texts: list[str]  # [B] the texts that were tokenised (system prompt and expanded images included)
+
+
+class JanusPrompts:
+    """Chat texts and ids for Janus prompts, as the processor would make them.
+
+    Args:
+        processor: a ``JanusProcessor`` (its chat template, tokenizer, image tokens and system-prompt flag).
+        num_image_tokens: image tokens per image placeholder (576 for Janus-Pro).
+    """
+
+    def __init__(self, processor, num_image_tokens: int) -> None:
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        image_tokens = processor.image_token * num_image_tokens
+        self.image_span = processor.image_start_token + image_tokens + processor.image_end_token
+
+    def text(self, content: list[dict], mode: Mode) -> str:
+        """The text the processor tokenises for one user turn ``content``, images expanded."""
+        conversation = [{"role": "user", "content": content}]
+        chat = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        chat = chat.replace(self.processor.image_token, self.image_span)
+        if mode == "image":
+            return chat + self.processor.image_start_token
+        if mode != "text":
+            raise ValueError(f"prompt mode must be 'text' or 'image', got {mode!r}")
+        return (DEFAULT_SYSTEM_PROMPT if getattr(self.processor, "use_default_system_prompt", False) else "") + chat
+
+    def encode(self, contents: list[list[dict]], mode: Mode) -> PromptBatch:
+        """Left-padded ids of several user turns; the tokenizer adds BOS as it does for the processor."""
+        texts = [self.text(content, mode) for content in contents]
+        enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt", return_offsets_mapping=True)
+        return PromptBatch(enc["input_ids"], enc["attention_mask"], enc["offset_mapping"], texts)
+
+    def part_span(self, content: list[dict], index: int, mode: Mode) -> tuple[int, int]:
+        """Character range of text part ``content[index]`` inside ``self.text(content, mode)``.
+
+        The template may strip the part's ends; the range covers what it kept. A part the template
+        changes otherwise cannot be located and is an error that names it, never a wrong range.
+        """
+        part = content[index]["text"]
+        full = self.text(content, mode)
+        marked = self.text([*content[:index], {"type": "text", "text": _SENTINEL}, *content[index + 1 :]], mode)
+        start = marked.find(_SENTINEL)
+        end = start + len(full) - len(marked) + 1
+        located = (
+            start >= 0 and end >= start and full[:start] == marked[:start] and full[end:] == marked[start + 1 :]
+            and full[start:end].strip() == part.strip()
+        )
+        if not located:
+            raise ValueError(f"the prompt {part!r} cannot be located in its chat text {full!r}")
+        return start, end
+
+
+def span_mask(batch: PromptBatch, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """``[B, L]`` true on the tokens that carry characters of each row's span ``(start, end)``."""
+    bounds = torch.tensor(spans, dtype=batch.offsets.dtype).reshape(-1, 2)
+    first, last = batch.offsets[..., 0], batch.offsets[..., 1]  # [B, L]
+    overlaps = (last > bounds[:, :1]) & (first < bounds[:, 1:])
+    return overlaps & (last > first) & batch.mask.bool()
