@@ -1,6 +1,7 @@
 import lightning as L
 import pytest
 import torch
+from PIL import Image
 
 from corl.data.procedural import make_scene
 from corl.modules.policy import JanusPolicy
@@ -22,6 +23,18 @@ def tiny_policy():
 @pytest.fixture
 def scenes():
     return [make_scene(seed=0, index=i, image_size=32) for i in range(3)]
+
+
+@pytest.fixture
+def photos():
+    """``make(n, width, height)``: n random RGB photos, seeded, as PIL images (what data sets give)."""
+
+    def make(n: int, width: int = 32, height: int = 32, seed: int = 0) -> list[Image.Image]:
+        generator = torch.Generator().manual_seed(seed)
+        pixels = torch.randint(0, 256, (n, height, width, 3), generator=generator, dtype=torch.uint8)
+        return [Image.fromarray(p.numpy()) for p in pixels]
+
+    return make
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,19 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return total / count.clamp(min=1.0)
 
 
+def fill_unscored(values: torch.Tensor, group_size: int) -> torch.Tensor:
+    """One reward's values ``[N]`` with each NaN (unscored) replaced by its group's mean over the scored.
+
+    An unscored output thus adds no advantage, instead of counting as the group's worst (NaN as 0)
+    or spoiling the whole group (NaN in the sum). A group with nothing scored gets 0 everywhere.
+    """
+    grouped = values.float().view(-1, group_size)  # [N / G, G]
+    scored = ~grouped.isnan()
+    total = torch.where(scored, grouped, 0.0).sum(dim=1, keepdim=True)
+    mean = total / scored.sum(dim=1, keepdim=True).clamp(min=1)
+    return torch.where(scored, grouped, mean).reshape(-1)
+
+
 def group_advantages(
     rewards: torch.Tensor, group_size: int, scale: AdvantageScale = "group", eps: float = 1e-4
 ) -> torch.Tensor:

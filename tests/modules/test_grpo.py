@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from corl.modules.grpo import group_advantages, k3_kl, masked_mean, policy_loss
+from corl.modules.grpo import fill_unscored, group_advantages, k3_kl, masked_mean, policy_loss
 
 
 def test_group_advantages_group_scale_by_hand():
@@ -130,3 +130,11 @@ def test_no_gradient_into_masked_tokens_even_with_extreme_values():
     assert logps.grad[0, 2].item() == 0.0
     assert logps.grad[0, :2].abs().sum() > 0
     assert torch.isfinite(metrics["kl"]) and torch.isfinite(metrics["ratio"])
+
+
+def test_fill_unscored_uses_the_groups_mean_of_the_scored():
+    nan = float("nan")
+    values = torch.tensor([nan, 0.2, 0.4, 1.0, nan, 0.0, nan, nan])  # groups of 2
+    # (nan, 0.2) -> 0.2; (0.4, 1.0) unchanged; (nan, 0.0) -> 0.0; (nan, nan) -> 0 for both.
+    filled = fill_unscored(values, 2)
+    torch.testing.assert_close(filled, torch.tensor([0.2, 0.2, 0.4, 1.0, 0.0, 0.0, 0.0, 0.0]))

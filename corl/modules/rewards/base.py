@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
 
 from corl.modules.rewards import text
 
@@ -22,12 +24,31 @@ TEXT_REWARDS: dict[str, Callable[..., list[float]]] = {
 }
 
 
+PhotoFit = Literal["crop", "resize"]
+
+
+def photo_pixels(photo: Image.Image, size: int, fit: PhotoFit = "crop") -> torch.Tensor:
+    """``[3, size, size]`` in [-1, 1]: the photo itself, centre-cropped to a square or resized to one.
+
+    Janus's image processor letterboxes a non-square photo with grey bars for the vision tower. As
+    a target for a pixel comparison those bars would reward drawing bars, so rewards that compare
+    pixels read the photo: ``crop`` keeps its centre square, ``resize`` squeezes all of it.
+    """
+    if fit not in ("crop", "resize"):
+        raise ValueError(f"fit must be 'crop' or 'resize', got {fit!r}")
+    photo = photo.convert("RGB")
+    if fit == "crop":
+        photo = TF.center_crop(photo, [min(photo.size)])
+    photo = TF.resize(photo, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    return TF.pil_to_tensor(photo).float().div(127.5).sub(1.0)
+
+
 @dataclass
 class GeneratedImages:
     """What an image reward scores: R generated images, row-aligned with their examples."""
 
     images: torch.Tensor  # [R, 3, H, W] decoded samples in [-1, 1], on the device
-    real_images: torch.Tensor  # [R, 3, H, W] the real image of each row's example, in [-1, 1]
+    real_photos: list[Image.Image]  # [R] the original real image of each row's example (shared by its group)
     prompts: list[str]  # [R] the prompt each image was generated from
     tokens: torch.Tensor  # [R, N] the sampled image tokens
     policy: JanusPolicy | None = None  # the policy itself, for rewards that read images with it
@@ -35,6 +56,14 @@ class GeneratedImages:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def real_images(self, size: int, fit: PhotoFit = "crop") -> torch.Tensor:
+        """``[R, 3, size, size]`` the real photos (``photo_pixels``) on the images' device, each converted once."""
+        converted: dict[int, torch.Tensor] = {}
+        for photo in self.real_photos:
+            if id(photo) not in converted:
+                converted[id(photo)] = photo_pixels(photo, size, fit)
+        return torch.stack([converted[id(photo)] for photo in self.real_photos]).to(self.images.device)
 
     @torch.no_grad()
     def image_features(self) -> torch.Tensor:

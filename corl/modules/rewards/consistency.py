@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from corl.modules.rewards.base import GeneratedImages, ImageReward
+from corl.modules.rewards.base import GeneratedImages, ImageReward, PhotoFit
 
 # torchvision checkpoints that lpips' trunks load from the torch hub cache.
 TRUNK_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
@@ -24,8 +24,11 @@ class ImageConsistencyReward(ImageReward):
             ImageNet weights exist; a real config must leave it false and provide the weights.
         trunk_path: a torchvision checkpoint of the trunk; defaults to the torch hub cache
             (``$TORCH_HOME/hub/checkpoints``).
-        resolution: images are resized to this square size before scoring (LPIPS is calibrated
-            on 64 px patches; larger sizes cost more and change little).
+        resolution: images are compared at this square size (LPIPS is calibrated on 64 px
+            patches; larger sizes cost more and change little).
+        real_fit: how the real photo becomes a square target: ``crop`` (its centre square, the
+            default) or ``resize`` (all of it, squeezed). Never the letterboxed understanding input,
+            whose grey bars would reward drawing bars.
         weight: weight in the image reward.
         name: log name.
     """
@@ -38,13 +41,17 @@ class ImageConsistencyReward(ImageReward):
         random_trunk: bool = False,
         trunk_path: str | None = None,
         resolution: int = 224,
+        real_fit: PhotoFit = "crop",
         weight: float = 1.0,
         name: str | None = None,
     ) -> None:
         super().__init__(weight, name)
         if net not in TRUNK_FILES:
             raise ValueError(f"LPIPS net must be one of {sorted(TRUNK_FILES)}, got {net!r}")
+        if real_fit not in ("crop", "resize"):
+            raise ValueError(f"real_fit must be 'crop' or 'resize', got {real_fit!r}")
         self.net, self.random_trunk, self.trunk_path, self.resolution = net, random_trunk, trunk_path, resolution
+        self.real_fit = real_fit
         self._metric = None
 
     def _find_trunk(self) -> Path:
@@ -88,13 +95,12 @@ class ImageConsistencyReward(ImageReward):
 
     @torch.no_grad()
     def __call__(self, samples: GeneratedImages) -> torch.Tensor:
-        """``1 - LPIPS`` per row, clamped to [0, 1]."""
+        """``1 - LPIPS`` per row against the real photo at ``resolution``, clamped to [0, 1]."""
         self.setup()
-        device = samples.images.device
-        self._metric.to(device)
+        self._metric.to(samples.images.device)
         size = (self.resolution, self.resolution)
         generated = F.interpolate(samples.images.float(), size=size, mode="bilinear", align_corners=False)
-        real = F.interpolate(samples.real_images.float().to(device), size=size, mode="bilinear", align_corners=False)
+        real = samples.real_images(self.resolution, self.real_fit)
         distance = self._metric(generated, real, normalize=False).flatten()
         return (1.0 - distance).clamp(0.0, 1.0)
 

@@ -2,7 +2,8 @@
 
 The image half compares the generated image with the real image its prompt describes; the text half
 re-captions the generated image and compares that caption with the prompt. Both halves lie in
-[0, 1], so R_cycle does too.
+[0, 1], so R_cycle does too. Where one half cannot be scored (the caption metric gives NaN for an
+empty caption), R_cycle is the other half alone: half of a score would make it the group's worst.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class CycleConsistencyReward(ImageReward):
         self.caption_metric.setup()
 
     def __call__(self, samples: GeneratedImages) -> torch.Tensor:
-        """R_cycle per generated image; NaN where the caption metric cannot score."""
+        """R_cycle per generated image: the mean of the halves that could be scored (NaN where neither)."""
         image_part = self.similarity(samples)
         self.last_captions = self.captioner(samples)
         text_part = self.caption_metric(self.last_captions, samples.prompts).to(image_part.device)
-        return (image_part + text_part) / 2.0
+        return torch.stack([image_part, text_part]).nanmean(dim=0)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from PIL import Image
 
 from corl.modules.rewards import GeneratedImages
 from corl.modules.rewards.hf_captioner import HFCaptioner
@@ -60,7 +61,8 @@ def blip_folder(tmp_path_factory):
 
 def samples(images):
     n = len(images)
-    return GeneratedImages(images, torch.zeros_like(images), [""] * n, torch.zeros(n, 4, dtype=torch.long), policy=None)
+    return GeneratedImages(images, [Image.new("RGB", (8, 8))] * n, [""] * n, torch.zeros(n, 4, dtype=torch.long),
+                           policy=None)
 
 
 @pytest.fixture(scope="module")
