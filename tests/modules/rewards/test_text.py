@@ -1,12 +1,17 @@
 import pytest
 
+from corl.modules.rewards.base import TextReward
 from corl.modules.rewards.text import (
     accuracy_reward,
+    answers_match,
     extract_answer,
     format_reward,
     mcq_accuracy_reward,
+    mcq_choice,
     normalize_answer,
     oe_accuracy_reward,
+    oe_score,
+    word_jaccard,
 )
 
 QUESTION = "What colour is the circle? Options: A. red B. blue C. green D. yellow"
@@ -144,6 +149,49 @@ def test_mcq_lowercase_article_is_not_a_letter():
     assert mcq(wrap("The answer is A"), solution="<answer>A</answer>") == 1.0
 
 
+ANIMALS = "Which animal is on the sofa? Options: A. A cat B. A dog C. The bird D. an owl"
+
+
+@pytest.mark.parametrize(
+    "answer, truth",
+    [
+        ("A. A cat", "A"),  # the article "A" opening the option text is not a second letter
+        ("B. A dog", "B"),
+        ("(B) A dog", "B"),
+        ("B) A dog", "B"),
+        ("The answer is B. A dog", "B"),
+        ("A dog", "B"),  # the option's text, article and all
+        ("a dog", "B"),
+        ("the bird", "C"),
+        ("b", "B"),  # a lone lower-case letter is that option
+        ("(b)", "B"),
+        ("a", "A"),
+        ("d.", "D"),
+    ],
+)
+def test_mcq_options_that_open_with_an_article(answer, truth):
+    assert mcq(wrap(answer), solution=truth, problem=ANIMALS) == 1.0
+    wrong = "C" if truth != "C" else "D"
+    assert mcq(wrap(answer), solution=wrong, problem=ANIMALS) == 0.0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["A or B", "A and B", "B or A", "(A) or (B)", "B. A dog or C. The bird", "A, B", "a or b", "A dog or a cat"],
+)
+def test_mcq_hedges_with_article_options_still_score_zero(answer):
+    assert mcq(wrap(answer), solution="A", problem=ANIMALS) == 0.0
+    assert mcq(wrap(answer), solution="B", problem=ANIMALS) == 0.0
+
+
+def test_mcq_choice_reads_the_letter_not_the_article():
+    options = {"A": "A cat", "B": "A dog"}
+    assert mcq_choice("B. A dog", options) == "B"
+    assert mcq_choice("A. A cat", options) == "A"
+    assert mcq_choice("A or B", options) is None
+    assert mcq_choice("b", {}) == "B"  # no options read: a lone letter still counts
+
+
 def test_mcq_without_answer_block_scores_zero_unless_lenient():
     completion = "I think the circle is blue, so the answer is B"
     for text in ("B", "The answer is B", "(B)"):
@@ -247,6 +295,128 @@ def test_oe_normalised_exact_match(answer, truth):
 )
 def test_oe_mismatches_score_zero(answer, truth):
     assert oe(wrap(answer), truth) == 0.0
+
+
+@pytest.mark.parametrize(
+    "answer, truth",
+    [
+        # math-VQA answers compared by value
+        ("2√2", "2\\sqrt{2}"),
+        ("2√2", "√8"),
+        ("$2\\sqrt{2}$", "2√2"),
+        ("10π", "10\\pi"),
+        ("1/2", "0.5"),
+        ("30°", "30"),
+        ("30°", "30^\\circ"),
+        ("30", "30^{\\circ}"),
+        ("5 cm", "5"),
+        ("5", "5 cm"),
+        ("5 cm²", "5 cm^2"),
+        ("x = 3", "3"),
+        ("1,000", "1000"),
+        ("\\boxed{5}", "5"),
+        ("$\\frac{1}{2}$", "1/2"),
+        ("\\frac{\\sqrt{3}}{2}", "√3/2"),
+        ("2^3", "8"),
+        ("$x + 1$", "1 + x"),
+        # words keep the normalised text match
+        ("3 apples", "3 apples"),
+        ("two apples", "2 apples"),
+        ("ice-cream", "ice cream"),
+        ("Ice cream", "ice-cream"),
+        ("T-shirt", "t shirt"),
+    ],
+)
+def test_oe_math_and_words_match(answer, truth):
+    assert oe(wrap(answer), truth) == 1.0
+    assert answers_match(answer, truth)
+
+
+@pytest.mark.parametrize(
+    "answer, truth",
+    [
+        ("2√2", "2"),  # a grader reading only the leading number would credit these
+        ("10π", "10"),
+        ("2\\sqrt{2}", "2"),
+        ("5 m", "5 cm"),  # both have units, different
+        ("-3", "3"),  # the minus sign is kept
+        ("−3", "3"),
+        ("2^3", "23"),  # the text normalisation alone would drop the "^"
+        ("3 apples", "3"),  # "apples" is a word: not math, and not the same text
+        ("cat", "3"),
+        ("x = 3", "x = 4"),
+        ("3:45", "1:15"),  # clock times are compared as text, not as ratios
+        ("ice-cream", "ice"),
+    ],
+)
+def test_oe_math_traps_score_zero(answer, truth):
+    assert oe(wrap(answer), truth) == 0.0
+    assert not answers_match(answer, truth)
+
+
+def test_normalize_answer_hyphens():
+    assert normalize_answer("Ice-Cream") == "ice cream"
+    assert normalize_answer("-3") == "-3"
+    assert normalize_answer("a well-known cat") == "well known cat"
+    assert normalize_answer("covid-19") == "covid-19"  # a hyphen next to a digit is kept
+
+
+# --------------------------------------------------------------------------------------------- OE soft
+
+
+@pytest.mark.parametrize(
+    "answer, truth, score",
+    [
+        ("red ball", "red", 1 / 2),  # {red} / {red, ball}
+        ("big red ball", "small red ball", 2 / 4),  # {red, ball} / {big, small, red, ball}
+        ("the red ball", "a red cube", 1 / 3),  # articles dropped: {red} / {red, ball, cube}
+        ("a red ball on the sofa", "red ball", 2 / 4),  # {red, ball} / {red, ball, on, sofa}
+        ("5 m", "5 cm", 1 / 3),  # wrong unit: {5} / {5, m, cm}
+        ("two cats", "2 cats", 1.0),  # a match scores 1, not its overlap
+        ("2√2", "√8", 1.0),  # a math match scores 1 although no word is shared
+        ("2√2", "2", 0.0),  # one word each, different
+        ("dog", "cat", 0.0),
+        ("", "cat", 0.0),  # no words in the answer
+        ("the", "cat", 0.0),  # only an article: no words after normalisation
+    ],
+)
+def test_oe_soft_match_by_hand(answer, truth, score):
+    assert oe(wrap(answer), truth, oe_match="soft") == pytest.approx(score)
+    assert oe_score(answer, truth, "soft") == pytest.approx(score)
+    assert oe(wrap(answer), truth) == (1.0 if score == 1.0 else 0.0)  # exact is the default
+
+
+def test_word_jaccard_is_over_sets_of_normalised_words():
+    assert word_jaccard("Red, red BALL!", "red ball") == 1.0  # repeated words and case do not count
+    assert word_jaccard("two dogs", "2 cats") == pytest.approx(1 / 3)  # {2} / {2, dogs, cats}
+    assert word_jaccard("", "") == 0.0
+
+
+def test_oe_soft_without_answer_block_scores_zero():
+    assert oe("red ball", "red", oe_match="soft") == 0.0
+    assert oe("red ball", "red", oe_match="soft", lenient=True) == 0.5
+
+
+def test_soft_match_is_for_open_ended_items_only():
+    # "B or C" for truth B: soft OE would give 1/3 ({b} / {b, or, c}); as MC it is a hedge and scores 0
+    columns = {"qa_solution": ["B", "red"], "qa_type": ["MC", "OE"], "qa_problem": [QUESTION, "What colour?"]}
+    scores = accuracy_reward([wrap("B or C"), wrap("red ball")], oe_match="soft", **columns)
+    assert scores == [0.0, 0.5]
+    assert accuracy_reward([wrap("B or C"), wrap("red ball")], **columns) == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("reward", [oe_accuracy_reward, accuracy_reward])
+@pytest.mark.parametrize("value", ["fuzzy", "Soft", "", None])
+def test_unknown_oe_match_names_the_setting(reward, value):
+    with pytest.raises(ValueError, match="oe_match"):
+        reward([], qa_solution=[], qa_type=[], oe_match=value)
+
+
+def test_oe_match_from_yaml_kwargs_reaches_the_reward():
+    columns = {"qa_solution": ["red"], "qa_type": ["OE"]}
+    assert TextReward("accuracy", kwargs={"oe_match": "soft"})([wrap("red ball")], **columns).tolist() == [0.5]
+    assert TextReward("oe_accuracy", kwargs={"oe_match": "soft"})([wrap("red ball")], **columns).tolist() == [0.5]
+    assert TextReward("accuracy")([wrap("red ball")], **columns).tolist() == [0.0]
 
 
 def test_oe_without_answer_block_scores_zero_unless_lenient():
