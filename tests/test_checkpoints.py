@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 from PIL import Image
-from transformers import JanusForConditionalGeneration
+from transformers import AutoProcessor, JanusForConditionalGeneration
 
 from corl.checkpoints import check_compatible, linear_merge, read_checkpoint, task_arithmetic
 from corl.cli import main
@@ -151,6 +151,32 @@ def test_export_round_trip(stage1, tmp_path):
     ids = torch.tensor([[0, 6, 33, 4, 9, 12]])
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).logits, module.policy.model(input_ids=ids).logits)
+
+
+def test_exported_folder_generates_with_transformers_generate(stage1, tmp_path):
+    # What an evaluation suite does with the export: transformers' own processor and generate.
+    ckpt, _ = stage1
+    main(["export", str(ckpt), str(tmp_path / "out")])
+    model = JanusForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "out")
+    assert processor.use_default_system_prompt and processor.tokenizer("a")["input_ids"][0] == 0  # BOS added
+    # The README's one-line workaround: transformers 5.24 drops generation_kwargs when it loads the folder.
+    model.generation_config.generation_kwargs = {"boi_token_id": processor.tokenizer.convert_tokens_to_ids(
+        processor.image_start_token)}
+    chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "a red circle"}]}],
+                                         add_generation_prompt=True)
+    inputs = processor(text=chat, generation_mode="image", return_tensors="pt")
+    torch.manual_seed(0)
+    tokens = model.generate(**inputs, generation_mode="image", do_sample=True, guidance_scale=2.0)
+    assert tokens.shape == (1, model.config.vision_config.num_image_tokens)
+    assert model.decode_image_tokens(tokens).shape == (1, 64, 64, 3)  # channels last, for postprocess
+    question = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which shape is red?"}]}]
+    chat = processor.apply_chat_template(question, add_generation_prompt=True)
+    inputs = processor(text=chat, images=[Image.new("RGB", (80, 60), "red")], generation_mode="text",
+                       return_tensors="pt")
+    answer = model.generate(**inputs, generation_mode="text", max_new_tokens=4, do_sample=False)
+    assert answer.shape[1] > inputs["input_ids"].shape[1]
+    assert isinstance(processor.decode(answer[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True), str)
 
 
 def test_merge_command_writes_a_loadable_average(stage1, tmp_path):

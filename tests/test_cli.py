@@ -56,7 +56,8 @@ def test_demo_config_trains_and_logs_to_tensorboard(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the config's relative paths (checkpoints/, runs/) land here
     main([
         "fit", "-c", str(ROOT / "configs/demo/s1.yaml"),
-        "--trainer.max_steps", "2",
+        "--trainer.max_steps", "4",
+        "--model.mu", "2",  # two optimiser steps per batch: the media must still share the scalars' step axis
         "--trainer.enable_progress_bar", "false",
         "--trainer.logger.init_args.save_dir", str(tmp_path),
         "--trainer.default_root_dir", str(tmp_path),
@@ -78,6 +79,7 @@ def test_demo_config_trains_and_logs_to_tensorboard(tmp_path, monkeypatch):
         assert tag in scalars, tag
     assert events.Scalars("throughput/rollout_tokens_per_s")[0].value > 0
     assert "samples/images" in events.Tags()["images"]
+    assert [e.step for e in events.Images("samples/images")] == [e.step for e in events.Scalars("reward/cycle/mean")]
     grid = events.Images("samples/images")[0]
     assert grid.width > grid.height  # a row per example: the real image then G samples
     assert any("samples/completions" in tag for tag in events.Tags()["tensors"])

@@ -38,8 +38,12 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int,
         draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=colour)
 
 
+def _with_article(words: str) -> str:
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
 def _caption(objects: list[tuple[str, str]], background: str) -> str:
-    parts = [f"a {colour} {shape}" for colour, shape in objects]
+    parts = [_with_article(f"{colour} {shape}") for colour, shape in objects]
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return f"{listed} on a {background} background"
 

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from corl.data.schema import ExampleBatch
-from corl.modules.grpo import AdvantageScale, Aggregation, group_advantages, policy_loss
+from corl.modules.grpo import AdvantageScale, Aggregation, fill_unscored, group_advantages, policy_loss
 from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media
 from corl.modules.policy import ImageLogprobMode, JanusPolicy
@@ -206,7 +206,11 @@ class CoRLModule(L.LightningModule):
         every = hp.log_media_every_n_steps
         if every and batch_idx % every == 0:
             captions = next((r.last_captions for r in self.image_rewards if getattr(r, "last_captions", None)), None)
-            log_media(self.logger, self.global_step, batch, rollout, rewards, hp.group_size, captions)
+            log_media(self.logger, self.logging_step(), batch, rollout, rewards, hp.group_size, captions)
+
+    def logging_step(self) -> int:
+        """The step this batch's scalars are logged at: Lightning counts batches, not the mu optimiser steps."""
+        return self.trainer.fit_loop.epoch_loop._batches_that_stepped
 
     def tasks(self) -> tuple[str, ...]:
         """The tasks that have rewards."""
@@ -269,6 +273,9 @@ class CoRLModule(L.LightningModule):
     def score(self, rollout: Rollout, batch: ExampleBatch) -> dict[str, torch.Tensor]:
         """Every reward ``[R]`` by name, plus the weighted ``image``, ``text`` and paired ``total``.
 
+        The named rewards keep their NaNs (counted in the logs); in the sums an unscored item counts as
+        its group's mean of that reward (``fill_unscored``), so it neither wins nor loses.
+
         The seconds each reward took go to ``self.reward_times`` (logged as ``time/reward/<name>``).
         """
         out: dict[str, torch.Tensor] = {}
@@ -280,20 +287,20 @@ class CoRLModule(L.LightningModule):
             examples = rows // rollout.group_size
             samples = GeneratedImages(
                 images=rollout.image.pixels,
-                real_images=rollout.real_pixels[examples],
+                real_photos=[batch.real_image[i] for i in examples.tolist()],
                 prompts=[batch.prompt[i] for i in examples.tolist()],
                 tokens=rollout.image.tokens,
                 policy=self.policy,
             )
             for reward in self.image_rewards:
                 out[reward.name] = self._timed_reward(reward.name, reward, samples)
-                image_total += reward.weight * torch.nan_to_num(out[reward.name], nan=0.0)
+                image_total += reward.weight * fill_unscored(out[reward.name], rollout.group_size)
         if rollout.text is not None:
             examples = (rows // rollout.group_size).tolist()
             columns = {k: [v[i] for i in examples] for k, v in batch.text_columns().items()}
             for reward in self.text_rewards:
                 out[reward.name] = self._timed_reward(reward.name, reward, rollout.text.texts, **columns)
-                text_total += reward.weight * torch.nan_to_num(out[reward.name], nan=0.0)
+                text_total += reward.weight * fill_unscored(out[reward.name], rollout.group_size)
         out["image"], out["text"] = image_total, text_total
         out["total"] = image_total + self.hparams.text_weight * text_total
         return out

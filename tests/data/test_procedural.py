@@ -126,6 +126,12 @@ def test_all_colours_shapes_and_backgrounds_occur():
     assert {len(parse_caption(s.prompt)[0]) for s in SCENES} == {1, 2, 3}
 
 
+def test_captions_use_the_right_article():
+    captions = " ".join(s.prompt for s in SCENES)
+    assert "an orange" in captions and "a orange" not in captions
+    assert re.search(r"\ban (?![aeiou])", captions) is None  # "an" only before a vowel
+
+
 # --------------------------------------------------------------------------------------------- questions
 
 

@@ -57,17 +57,30 @@ def test_paired_reward_is_image_plus_lambda_times_text():
     torch.testing.assert_close(rewards["a"], torch.tensor([0.1, 0.2, 0.3, 0.4]))
 
 
-def test_nan_is_excluded_from_the_sum_and_counted():
+def test_nan_counts_as_its_groups_mean_and_is_counted():
     nan = float("nan")
-    m = module(image_rewards=[Constant([nan, 0.5, 0.25, nan], name="c")],
-               text_rewards=[TextReward(text_constant([1.0, 1.0, 1.0, 1.0]), name="t")], text_weight=1.0)
+    # Groups of 4: (nan, 1, 0, 0.5) and (nan, nan, nan, nan).
+    m = module(image_rewards=[Constant([nan, 1.0, 0.0, 0.5, nan, nan, nan, nan], name="c")],
+               text_rewards=[TextReward(text_constant([1.0, 1.0, 0.0, 1.0] * 2), name="t")], text_weight=1.0,
+               group_size=4)
     b = batch()
     rewards = m.score(m.rollout(b), b)
-    torch.testing.assert_close(rewards["total"], torch.tensor([1.0, 1.5, 1.25, 1.0]))
-    stats = m.reward_stats(rewards, torch.zeros(4))
-    assert stats["reward/c/nan_count"].item() == 2
-    assert stats["reward/c/mean"].item() == pytest.approx(0.375)
+    # The NaN of group 1 counts as (1 + 0 + 0.5) / 3 = 0.5; group 2 scored nothing: 0 for all of it.
+    torch.testing.assert_close(rewards["total"], torch.tensor([1.5, 2.0, 0.0, 1.5, 1.0, 1.0, 0.0, 1.0]))
+    stats = m.reward_stats(rewards, torch.zeros(8))
+    assert stats["reward/c/nan_count"].item() == 5
+    assert stats["reward/c/mean"].item() == pytest.approx(0.5)
     assert stats["reward/t/nan_count"].item() == 0  # logged every step: ranks must log the same keys
+
+
+def test_an_unscored_output_gets_the_advantage_of_an_average_one():
+    nan = float("nan")
+    m = module(image_rewards=[Constant([nan, 1.0, 0.0, 0.5], name="c")], group_size=4)
+    b = batch(n=1)
+    advantages = group_advantages(m.score(m.rollout(b), b)["total"], 4)
+    # Filled rewards (0.5, 1, 0, 0.5): mean 0.5, unbiased std sqrt(0.5 / 3); the NaN output gets 0.
+    std = (0.5 / 3) ** 0.5
+    torch.testing.assert_close(advantages, torch.tensor([0.0, 0.5, -0.5, 0.0]) / (std + 1e-4))
 
 
 def test_an_exception_in_a_reward_names_the_reward():
@@ -135,6 +148,8 @@ def test_reference_model_only_when_beta_positive():
     assert module(text_rewards=[TextReward("format")]).reference is None
     m = module(text_rewards=[TextReward("format")], beta=0.1)
     assert m.reference is not None and not any(p.requires_grad for p in m.reference.parameters())
+    m.train()  # what Lightning does at the start of fit
+    assert not any(sub.training for sub in m.reference.modules())
     rollout = m.rollout(batch())
     torch.testing.assert_close(rollout.ref_text_logps, rollout.text.old_logps, atol=1e-4, rtol=0)
 
