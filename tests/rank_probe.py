@@ -1,7 +1,9 @@
-"""A callback for the multi-process tests: each rank writes its weights' digest, prompts and ratios."""
+"""Callbacks for the multi-process tests: what each rank trained on, its weights, and a kill switch."""
 
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -39,3 +41,41 @@ class RankProbe(L.Callback):
             "layer_shape": list(layer.shape), "layer_local_shape": list(local.shape),
         }
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class StepLog(L.Callback):
+    """Appends every training step (examples, scalars) and validation to ``out/rank<r>.jsonl`` as it happens."""
+
+    def __init__(self, out: str):
+        self.out = Path(out)
+
+    def _write(self, trainer, record):
+        self.out.mkdir(parents=True, exist_ok=True)
+        with (self.out / f"rank{trainer.global_rank}.jsonl").open("a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if not k.startswith(("time/", "throughput/", "val/"))}
+        self._write(trainer, {"step": trainer.global_step, "prompts": batch.prompt, "questions": batch.qa_problem,
+                              "metrics": metrics})
+
+    def on_validation_end(self, trainer, pl_module):
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self._write(trainer, {"validation_at": trainer.global_step, "metrics": metrics})
+
+    def on_train_end(self, trainer, pl_module):
+        digest = weights_digest(pl_module.policy.model)
+        (self.out / f"rank{trainer.global_rank}.weights").write_text(digest)
+
+
+class KillAt(L.Callback):
+    """SIGKILLs the run's process group (as a preempting scheduler does: data workers, other ranks) when step
+    ``step`` is about to start, right after the last checkpoint was written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.killpg(os.getpgrp(), signal.SIGKILL)

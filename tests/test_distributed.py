@@ -15,6 +15,8 @@ import torch
 from rank_probe import weights_digest
 
 from corl.checkpoints import is_sharded_checkpoint
+from corl.data.procedural import make_scene
+from corl.data.sampling import ResumableBatches
 from corl.modules.tiny import build_tiny_janus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,3 +82,7 @@ def test_two_process_fsdp_shards_trains_and_exports(tmp_path):
     resumed = train_two_ranks(tmp_path, *fsdp, "--ckpt_path", str(checkpoint), steps=3)
     assert [len(r["prompts"]) for r in resumed] == [1, 1], "one step left of three"
     assert resumed[0]["weights"] == resumed[1]["weights"] != ranks[0]["weights"]
+    for rank, record in enumerate(resumed):  # each rank goes on with its own third batch, not its first again
+        order = ResumableBatches(4096, 2, seed=0, num_replicas=2, rank=rank)
+        third = list(order)[2]
+        assert record["prompts"] == [[make_scene(0, index).prompt for index in third]]

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from corl.data.procedural import ProceduralExamples
 from corl.data.readers import ExampleFiles
+from corl.data.sampling import ResumableBatches
 from corl.data.schema import Kind, collate_examples
 
 
@@ -21,13 +24,15 @@ class ExampleDataModule(L.LightningDataModule):
             real_image) or ``qa`` (real_image, qa_problem, qa_solution, qa_type).
         batch_size: examples per step on each device; each is expanded to G samples.
         num_workers: DataLoader worker processes.
-        shuffle: shuffle the examples every epoch.
+        shuffle: a new order of the examples for every pass over them, drawn from ``seed``.
         columns: our column name -> the file's column name, for files that name them differently.
         defaults: values for columns the files lack, e.g. ``{"qa_type": "MC"}`` for an MC-only set.
-        skip_bad_rows: skip rows with a missing field or an undecodable image, counted in the logs
-            (``data/skipped_rows``), instead of stopping with an error that names the file and row.
+        skip_bad_rows: skip rows with a missing, empty, overlong or mistyped field or an undecodable
+            image, counted in the logs (``data/skipped_rows``), instead of stopping with an error that
+            names the file and row.
+        max_text_chars: the longest prompt, question or solution accepted from files.
         length: number of procedural examples.
-        seed: seed of the procedural set.
+        seed: seed of the procedural set and of the shuffling.
         image_size: side of the procedural images in pixels.
         questions: procedural questions: ``any``, ``mc`` (multiple choice only) or ``oe`` (open-ended only).
         val_source: held-out examples for validation during fit: ``procedural`` (a disjoint seed), a
@@ -45,6 +50,7 @@ class ExampleDataModule(L.LightningDataModule):
         columns: dict[str, str] | None = None,
         defaults: dict[str, str] | None = None,
         skip_bad_rows: bool = False,
+        max_text_chars: int = 20_000,
         length: int = 1024,
         seed: int = 0,
         image_size: int = 64,
@@ -61,7 +67,7 @@ class ExampleDataModule(L.LightningDataModule):
         hp = self.hparams
         if source == "procedural":
             return ProceduralExamples(length, seed, hp.image_size, hp.kind, hp.questions)
-        return ExampleFiles(source, hp.kind, hp.columns, hp.defaults, hp.skip_bad_rows)
+        return ExampleFiles(source, hp.kind, hp.columns, hp.defaults, hp.skip_bad_rows, hp.max_text_chars)
 
     def setup(self, stage: str | None = None) -> None:
         """Open the data sets once (procedural or files); rows are checked as they are read."""
@@ -72,23 +78,36 @@ class ExampleDataModule(L.LightningDataModule):
             # A procedural validation set uses another seed, so no scene is shared with training.
             self.val_dataset = self._open(hp.val_source, hp.val_length, hp.seed + 7919)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of ``batch_size`` examples, collated into an ``ExampleBatch``."""
-        self.setup()
-        return DataLoader(
-            self.dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=self.hparams.shuffle,
-            num_workers=self.hparams.num_workers,
-            collate_fn=collate_examples,
-            drop_last=True,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+    def _ranks(self) -> tuple[int, int]:
+        """``(world size, this rank)``: corl splits the data itself (``trainer.use_distributed_sampler: false``)."""
+        return (1, 0) if self.trainer is None else (self.trainer.world_size, self.trainer.global_rank)
 
-    def val_dataloader(self) -> DataLoader | list:
-        """Held-out batches in a fixed order (none when ``val_source`` is unset)."""
+    def train_dataloader(self) -> StatefulDataLoader:
+        """This rank's batches of ``batch_size`` examples, collated into an ``ExampleBatch``.
+
+        The position in the data is saved with every checkpoint and restored by ``--ckpt_path``
+        (``ResumableBatches`` in a torchdata ``StatefulDataLoader``), so a resumed run goes on with
+        the examples it had not seen, workers or not.
+        """
+        self.setup()
+        hp = self.hparams
+        world, rank = self._ranks()
+        batches = ResumableBatches(len(self.dataset), hp.batch_size, hp.seed, hp.shuffle, world, rank)
+        return StatefulDataLoader(self.dataset, batch_sampler=batches, num_workers=hp.num_workers,
+                                  collate_fn=collate_examples, persistent_workers=hp.num_workers > 0,
+                                  generator=self._generator())
+
+    def val_dataloader(self) -> StatefulDataLoader | list:
+        """Held-out batches in a fixed order, split across ranks (none when ``val_source`` is unset)."""
         self.setup()
         if self.val_dataset is None:
             return []
-        return DataLoader(self.val_dataset, batch_size=self.hparams.batch_size, shuffle=False,
-                          num_workers=self.hparams.num_workers, collate_fn=collate_examples)
+        world, rank = self._ranks()
+        sampler = DistributedSampler(self.val_dataset, num_replicas=world, rank=rank, shuffle=False)
+        return StatefulDataLoader(self.val_dataset, batch_size=self.hparams.batch_size, sampler=sampler,
+                                  num_workers=self.hparams.num_workers, collate_fn=collate_examples,
+                                  generator=self._generator())
+
+    def _generator(self) -> torch.Generator:
+        """A loader's own generator: opening it (worker seeds) must not draw from the training stream."""
+        return torch.Generator().manual_seed(self.hparams.seed)
