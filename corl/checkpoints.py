@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from corl.checkpoint_io import complete_checkpoint
 from corl.modules.loading import load_janus
 
 POLICY_PREFIX = "policy.model."
@@ -23,7 +24,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
     Either one file, or the folder of shards an FSDP run writes (``FullyShardedStrategy``).
     """
-    path = Path(path)
+    path = complete_checkpoint(path)
     if is_sharded_checkpoint(path):
         ckpt = {"state_dict": _read_sharded_weights(path, POLICY_PREFIX), **_load(path / SHARDED_META)}
     elif path.is_file():

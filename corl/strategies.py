@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+from typing import Any
+
 from lightning.pytorch.strategies import ModelParallelStrategy
+
+from corl.checkpoint_io import PARTIAL, complete_checkpoint, replace_folder
 
 
 class FullyShardedStrategy(ModelParallelStrategy):
@@ -31,3 +37,29 @@ class FullyShardedStrategy(ModelParallelStrategy):
         """Make every process (of every node) a data-parallel rank before the mesh is built."""
         self._data_parallel_size = self.num_nodes * self.num_processes
         super().setup_environment()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str | Path, storage_options: Any = None) -> None:
+        """Every rank writes its shard into ``<name>.partial``; the complete folder then replaces ``<name>``.
+
+        A kill while the shards are written leaves the previous checkpoint untouched. A single-file
+        checkpoint (``save_distributed_checkpoint: false``) goes through the atomic checkpoint writer.
+        """
+        if not self._save_distributed_checkpoint:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        final = Path(self.broadcast(str(filepath)))
+        partial = final.with_name(final.name + PARTIAL)
+        if self.global_rank == 0 and partial.exists():
+            shutil.rmtree(partial)  # what a killed save left behind
+        self.barrier("corl_checkpoint_start")
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        self.barrier("corl_checkpoint_written")
+        if self.global_rank == 0:
+            replace_folder(partial, final)
+        self.barrier("corl_checkpoint_in_place")
+
+    def load_checkpoint(self, checkpoint_path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
+        """Load, after putting back the previous checkpoint if a save was killed between its two renames."""
+        if self.global_rank == 0:
+            complete_checkpoint(checkpoint_path)
+        self.barrier("corl_checkpoint_complete")
+        return super().load_checkpoint(checkpoint_path, weights_only)
