@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, JanusForConditionalGeneration
 
+from corl.checkpoint_io import AtomicCheckpointIO
 from corl.checkpoints import check_compatible, linear_merge, read_checkpoint, task_arithmetic
 from corl.cli import main
 from corl.data.datamodule import ExampleDataModule
@@ -84,6 +85,7 @@ def test_stage2_starts_from_stage1_weights_with_a_fresh_optimiser(stage1, tmp_pa
     assert not any(p.requires_grad for p in s2.reference.parameters())
     trainer, _ = fit(quiet_trainer, s2, tmp_path, "s2", kind="qa")
     assert trainer.global_step == 2  # counted from zero, not from stage 1's step
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO), "checkpoints are written atomically"
     for k, v in s2.reference.state_dict().items():
         assert torch.equal(v, reference[k]), "the reference stays frozen"
     changed = [k for k, v in s2.policy.llm.state_dict().items() if not torch.equal(v, reference[f"llm.{k}"])]
@@ -235,3 +237,12 @@ def test_validation_logs_every_reward_even_when_nothing_was_scored(quiet_trainer
                               verbose=False)[0]
     assert set(scores) == {"val/noise", "val/unscorable", "val/format"}
     assert math.isnan(scores["val/unscorable"]) and 0.0 <= scores["val/noise"] <= 1.0
+
+
+def test_last_ckpt_holds_the_final_step_between_periodic_saves(tmp_path, quiet_trainer):
+    L.seed_everything(0)
+    module = small(text_rewards=[TextReward(noise_text)])
+    callback = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=2)
+    trainer, _ = quiet_trainer(3, [callback], enable_checkpointing=True)
+    trainer.fit(module, ExampleDataModule(batch_size=2, length=32))
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 3  # not the save at step 2

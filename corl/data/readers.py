@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from corl.data.schema import Example, columns_of
 
 SUFFIXES = (".parquet", ".jsonl")
+TEXT_COLUMNS = ("prompt", "qa_problem", "qa_solution", "qa_type")
 log = logging.getLogger(__name__)
 
 
@@ -102,8 +103,10 @@ class ExampleFiles(Dataset):
         kind: ``triplet``, ``t2i`` or ``qa``: which columns every row must have.
         columns: maps our column names to the file's, for data sets that name them differently.
         defaults: values for columns the files do not have, e.g. ``{"qa_type": "MC"}`` for an MC set.
-        skip_bad_rows: skip rows with a missing field or an undecodable image (counted and logged)
-            instead of stopping with an error that names the file and the row.
+        skip_bad_rows: skip rows with a missing, empty, overlong or mistyped field or an undecodable
+            image (counted and logged) instead of stopping with an error that names the file and the row.
+        max_text_chars: the longest text field accepted; longer ones are bad rows (a prompt of that
+            size would not fit the model's context anyway).
     """
 
     def __init__(
@@ -113,10 +116,12 @@ class ExampleFiles(Dataset):
         columns: dict[str, str] | None = None,
         defaults: dict[str, str] | None = None,
         skip_bad_rows: bool = False,
+        max_text_chars: int = 20_000,
     ) -> None:
         self.defaults = dict(defaults or {})
         self.columns = {name: (columns or {}).get(name, name) for name in columns_of(kind) if name not in self.defaults}
         self.skip_bad_rows = skip_bad_rows
+        self.max_text_chars = max_text_chars
         self.files = data_files(path)
         self.index: list[tuple[int, int, Any]] = []  # (file, row number, where: byte offset or (group, row))
         self.skipped = 0  # rows left out at opening
@@ -125,18 +130,36 @@ class ExampleFiles(Dataset):
             rows = (_jsonl_rows(file) if file.suffix == ".jsonl"
                     else _parquet_rows(file, list(self.columns.values())))
             for number, where, row in rows:
-                missing = [theirs for theirs in self.columns.values() if row.get(theirs) is None]
-                if not missing:
+                problem = self._problem(row)
+                if problem is None:
                     self.index.append((position, number, where))
                 elif skip_bad_rows:
                     self.skipped += 1
                 else:
-                    raise DataError(f"{file}, row {number}: missing column(s) {missing}")
+                    raise DataError(f"{file}, row {number}: {problem}")
         if self.skipped:
             log.warning("skipped %d row(s) with missing fields in %s", self.skipped, path)
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def _problem(self, row: dict[str, Any]) -> str | None:
+        """What is wrong with a row's fields (images are checked when decoded), or None."""
+        missing = [theirs for theirs in self.columns.values() if row.get(theirs) is None]
+        if missing:
+            return f"missing column(s) {missing}"
+        for ours, theirs in self.columns.items():
+            if ours not in TEXT_COLUMNS:
+                continue
+            value = row[theirs]
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                return f"column {theirs!r} must be text, got {type(value).__name__}"
+            if not str(value).strip():
+                return f"column {theirs!r} is empty"
+            if len(str(value)) > self.max_text_chars:
+                return (f"column {theirs!r} has {len(str(value)):,} characters, more than "
+                        f"data.max_text_chars = {self.max_text_chars:,}")
+        return None
 
     def _row(self, position: int, where: Any) -> dict[str, Any]:
         file = self.files[position]

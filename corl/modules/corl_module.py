@@ -16,6 +16,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from corl.data.schema import ExampleBatch
 from corl.modules.grpo import AdvantageScale, Aggregation, fill_unscored, group_advantages, policy_loss
@@ -24,7 +25,12 @@ from corl.modules.logging_media import log_media
 from corl.modules.policy import ImageLogprobMode, JanusPolicy
 from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
 from corl.modules.rollout import Rollout
+from corl.modules.settings import check_settings
 from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, norm_value, shard
+from corl.resume import gather_from_ranks, rng_states, seeded, set_rng_states
+
+EXTREMES = ("_min", "_max")  # metrics that are ranges, not means
+RANK_STATES = "corl_rank_states"  # checkpoint key: every rank's random states, data position and counters
 
 
 class CoRLModule(L.LightningModule):
@@ -40,6 +46,9 @@ class CoRLModule(L.LightningModule):
         max_completion_tokens: length limit of an answer.
         image_logprob_mode: ``cfg`` scores image tokens with the guided logits they were sampled
             from; ``conditional`` with the conditional logits only (cheaper, no unconditional pass).
+        logprob_chunk_tokens: training and reference log-probs are taken over about this many
+            (row, position) pairs at a time: the float32 logits of a micro-batch over the whole
+            vocabulary never exist at once (each chunk is recomputed in backward).
         image_rewards: image rewards with their weights.
         text_rewards: text rewards with their weights.
         text_weight: lambda, the weight of the text part of the paired reward.
@@ -51,13 +60,16 @@ class CoRLModule(L.LightningModule):
         aggregation: ``token`` (mean over all valid tokens) or ``sequence`` (per sequence first).
         mu: optimisation passes over each rollout, one optimiser step each; Lightning's
             ``global_step`` and ``trainer.max_steps`` count optimiser steps, so mu steps per batch.
-        micro_batch_size: rollout rows per forward/backward in the update.
+        micro_batch_size: rollout rows per forward/backward in the update, and per forward of the
+            KL reference at rollout time.
         lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         betas: AdamW betas.
         warmup_steps: linear warmup in optimiser steps.
         lr_schedule: ``constant`` or ``cosine`` (to 0 at the last step) after warmup.
         grad_clip: max gradient norm; 0 disables clipping.
+        max_skipped_steps: optimiser steps that may be skipped for a non-finite loss or gradient norm
+            (each is counted in ``train/skipped_steps`` and reported with its cause); one more stops the run.
         log_media_every_n_steps: how often image grids and completions go to TensorBoard; 0 never.
         alternate_every: RL-Cycle (the pilot study): with rewards for both tasks, roll out only the image
             task for this many steps, then only the text task, and so on; 0 trains both every step.
@@ -80,6 +92,7 @@ class CoRLModule(L.LightningModule):
         text_temperature: float = 1.0,
         max_completion_tokens: int = 512,
         image_logprob_mode: ImageLogprobMode = "cfg",
+        logprob_chunk_tokens: int = 1024,
         image_rewards: list[ImageReward] | None = None,
         text_rewards: list[TextReward] | None = None,
         text_weight: float = 0.8,
@@ -97,6 +110,7 @@ class CoRLModule(L.LightningModule):
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         grad_clip: float = 1.0,
+        max_skipped_steps: int = 3,
         log_media_every_n_steps: int = 50,
         alternate_every: int = 0,
         init_from: str | None = None,
@@ -106,6 +120,7 @@ class CoRLModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["image_rewards", "text_rewards", "sharding"])
+        check_settings(dict(self.hparams))
         self.sharding = sharding or Sharding()
         self.automatic_optimization = False
         self.image_rewards = list(image_rewards or [])
@@ -125,9 +140,13 @@ class CoRLModule(L.LightningModule):
             text_temperature=text_temperature,
             max_completion_tokens=max_completion_tokens,
             image_logprob_mode=image_logprob_mode,
+            logprob_chunk_tokens=logprob_chunk_tokens,
         )
         self.reference = self.policy.make_reference() if beta > 0 else None
         self._model_configured = False
+        self.skipped_reading = 0  # this rank's rows passed over while reading (restored on resume)
+        self.skipped_steps = 0  # optimiser steps skipped for non-finite values (restored on resume)
+        self._resumed_rng: dict | None = None  # random states to put back before the first resumed step
 
     def configure_model(self) -> None:
         """Activation checkpointing, and FSDP units when the strategy gives a device mesh."""
@@ -155,23 +174,74 @@ class CoRLModule(L.LightningModule):
             yield
 
     def setup(self, stage: str) -> None:
-        """Refuse strategies that wrap the whole module; load every image reward's scorer before the first step."""
+        """Refuse strategies that wrap the whole module, write checkpoints atomically, load image rewards' scorers."""
+        from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
         from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 
-        if isinstance(self.trainer.strategy, FSDPStrategy | DeepSpeedStrategy):
+        from corl.checkpoint_io import AtomicCheckpointIO
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, FSDPStrategy | DeepSpeedStrategy):
             raise ValueError(
-                f"trainer.strategy {type(self.trainer.strategy).__name__} wraps the whole module, but rollouts call "
+                f"trainer.strategy {type(strategy).__name__} wraps the whole module, but rollouts call "
                 "the policy's parts one by one: shard with corl.strategies.FullyShardedStrategy (configs/fsdp.yaml)"
             )
+        if stage == "fit" and self.trainer.max_steps == 0:
+            raise ValueError("trainer.max_steps is 0: nothing would be trained (-1 trains until the data runs out)")
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # a kill mid-write must not truncate last.ckpt
+            strategy.checkpoint_io = AtomicCheckpointIO()
         for reward in self.image_rewards:
             reward.setup()
 
     # ----------------------------------------------------------------------------- the algorithm
     def on_train_start(self) -> None:
-        """Start the counts of unreadable rows: those the data set left out when it was opened, once."""
+        """Count the unreadable rows the data set left out when it was opened, once."""
         dataset = getattr(self.trainer.datamodule, "dataset", None) if self.trainer.datamodule else None
         self.skipped_at_opening = getattr(dataset, "skipped", 0)  # every rank opens the same files
-        self.skipped_reading = 0  # this rank's rows passed over while reading
+
+    def on_train_end(self) -> None:
+        """Make ``last.ckpt`` the final weights even when the last step is not a multiple of ``every_n_train_steps``.
+
+        Lightning's checkpoint callback keeps the last periodic save otherwise, and stage 2, merges and
+        exports start from ``last.ckpt``.
+        """
+        for callback in self.trainer.checkpoint_callbacks:
+            if callback.save_last and callback._last_global_step_saved != self.global_step:
+                callback._save_last_checkpoint(self.trainer, callback._monitor_candidates(self.trainer))
+
+    # ------------------------------------------------------------------------------ exact resume
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every rank's random states, data position and counters go into the checkpoint (``corl.resume``)."""
+        loader = self.trainer.train_dataloader if self.trainer.state.fn == "fit" else None
+        state = {
+            "rng": rng_states(),
+            "loader": [loader.state_dict()] if hasattr(loader, "state_dict") else [],
+            "skipped_reading": self.skipped_reading,
+            "skipped_steps": self.skipped_steps,
+        }
+        checkpoint[RANK_STATES] = gather_from_ranks(state)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Take this rank's own states back; the random ones are put back before the next training step."""
+        ranks = checkpoint.get(RANK_STATES)
+        if not ranks:
+            return
+        if len(ranks) != self.trainer.world_size:
+            rank_zero_warn(f"the checkpoint was written by {len(ranks)} rank(s), this run has {self.trainer.world_size}"
+                           ": it continues, but not exactly where the run stopped (data order and random draws)")
+            return
+        mine = ranks[self.global_rank]
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        if mine["loader"] and "combined_loader" in fit_loop:
+            fit_loop["combined_loader"] = mine["loader"]  # Lightning saved only the writing rank's
+        self.skipped_reading, self.skipped_steps = mine["skipped_reading"], mine["skipped_steps"]
+        self._resumed_rng = mine["rng"]
+
+    def on_train_batch_start(self, batch: ExampleBatch, batch_idx: int) -> None:
+        """After a resume, the random states the run had when it was saved, right before its next step."""
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None
 
     def training_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         """Rollout -> rewards -> advantages -> mu clipped GRPO updates -> logs."""
@@ -184,7 +254,7 @@ class CoRLModule(L.LightningModule):
             reward_time, timer = time.perf_counter() - timer, time.perf_counter()
         hp = self.hparams
         advantages = group_advantages(rewards["total"], hp.group_size, hp.advantage_scale, hp.advantage_eps)
-        update_stats = self.update(rollout, advantages)
+        update_stats = self.update(rollout, advantages, rewards)
         update_time = time.perf_counter() - timer
 
         stats = {**self.reward_stats(rewards, advantages), **update_stats, **rollout.stats()}
@@ -246,13 +316,24 @@ class CoRLModule(L.LightningModule):
             image = self.policy.sample_images(batch.prompt, g)
         rollout = Rollout(image=image, text=text, real_pixels=real, group_size=g)
         if self.reference is not None and not evaluation:
-            rollout.ref_image_logps, rollout.ref_text_logps = self._logprobs(rollout, self.reference)
+            rollout.ref_image_logps, rollout.ref_text_logps = self._reference_logprobs(rollout)
         return rollout
+
+    def _reference_logprobs(self, rollout: Rollout) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The frozen reference's log-probs of the whole rollout, one forward per micro-batch of rows."""
+        parts = [self._logprobs(rollout, self.reference, rows)
+                 for rows in rollout.rows().split(self.hparams.micro_batch_size)]
+        image, text = zip(*parts, strict=True)
+        return (None if image[0] is None else torch.cat(image)), (None if text[0] is None else torch.cat(text))
 
     @torch.no_grad()
     def validation_step(self, batch: ExampleBatch, batch_idx: int) -> None:
-        """Held-out scores: greedy answers (accuracy, format) and one image per prompt (image rewards)."""
-        with self.rollout_mode():
+        """Held-out scores: greedy answers (accuracy, format) and one image per prompt (image rewards).
+
+        Images are sampled with a seed of their own, so the scores are reproducible and validation
+        draws nothing from the training stream.
+        """
+        with self.rollout_mode(), seeded(self.hparams.seed * 7919 + batch_idx, self.device):
             rewards = self.score(self.rollout(batch, evaluation=True), batch)
         for reward in (*self.image_rewards, *self.text_rewards):
             values = rewards[reward.name]
@@ -314,28 +395,57 @@ class CoRLModule(L.LightningModule):
         self.reward_times[name] = time.perf_counter() - start
         return value
 
-    def update(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
-        """``mu`` optimiser steps over the rollout, each accumulating over micro-batches of rows."""
+    def update(self, rollout: Rollout, advantages: torch.Tensor, rewards: dict[str, torch.Tensor]) -> dict[str, float]:
+        """``mu`` optimiser steps over the rollout, each accumulating over micro-batches of rows.
+
+        A pass whose loss or gradient norm is not finite (on any rank) is skipped: no update, no
+        scheduler step. It is counted (``train/skipped_steps``) and reported with its cause; past
+        ``max_skipped_steps`` the run stops.
+        """
         hp = self.hparams
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         totals = rollout.token_counts()
         sums: dict[str, float] = {}
         for _ in range(hp.mu):
             optimizer.zero_grad(set_to_none=True)
+            step: dict[str, float] = {}
             for rows in rollout.rows().split(hp.micro_batch_size):
                 loss, metrics = self.micro_batch_loss(rollout, advantages, rows, totals)
                 self.manual_backward(loss)
-                for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + float(value) / hp.mu
+                accumulate(step, {k: float(v) for k, v in metrics.items()})
             params = [p for p in self.policy.trained_modules().parameters() if p.grad is not None]
             norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
-            sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm_value(norm) / hp.mu
+            step["grad_norm"] = norm_value(norm)
+            accumulate(sums, {k: v if k.endswith(EXTREMES) else v / hp.mu for k, v in step.items()})
+            if not self._finite_on_every_rank(step):
+                self._skip(optimizer, skip_report(step, rewards))
+                continue
             if hp.grad_clip > 0:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.grad_clip, gradient_clip_algorithm="norm")
             optimizer.step()
             scheduler.step()
         sums["lr"] = scheduler.get_last_lr()[0]
+        sums["train/skipped_steps"] = self.skipped_steps
         return sums
+
+    def _finite_on_every_rank(self, step: dict[str, float]) -> bool:
+        """Whether every rank's losses and the gradient norm are finite; all ranks reach the same answer."""
+        finite = all(math.isfinite(step[key]) for key in step if key.startswith("loss/") or key == "grad_norm")
+        bad = torch.tensor(0.0 if finite else 1.0, device=self.device)
+        return float(self.trainer.strategy.reduce(bad, reduce_op="sum")) == 0.0
+
+    def _skip(self, optimizer, report: str) -> None:
+        """Drop this pass's gradients, count it, say why, and stop once too many were skipped."""
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        limit = self.hparams.max_skipped_steps
+        if self.skipped_steps > limit:
+            raise RuntimeError(
+                f"{self.skipped_steps} optimiser steps were skipped for non-finite values, more than "
+                f"model.max_skipped_steps = {limit}; the last: {report}. Lower model.lr, check the rewards "
+                "and the data, or try float32."
+            )
+        rank_zero_warn(f"skipped an optimiser step at step {self.global_step} ({self.skipped_steps} so far): {report}")
 
     def micro_batch_loss(
         self, rollout: Rollout, advantages: torch.Tensor, rows: torch.Tensor, totals: dict[str, tuple[int, int]]
@@ -363,7 +473,8 @@ class CoRLModule(L.LightningModule):
             share = tokens / max(total_tokens, 1) if hp.aggregation == "token" else len(rows) / totals[task][1]
             loss = loss + share * task_loss
             metrics[f"loss/{task}"] = share * task_loss.detach()
-            metrics.update({f"{task}/{k}": share * v for k, v in task_metrics.items()})
+            # Means add up over micro-batches by their shares; the ratio's range is taken as it is.
+            metrics.update({f"{task}/{k}": v if k.endswith(EXTREMES) else share * v for k, v in task_metrics.items()})
         metrics["loss/total"] = loss.detach()
         return loss, metrics
 
@@ -391,6 +502,36 @@ class CoRLModule(L.LightningModule):
         total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches * hp.mu
         schedule = _lr_lambda(hp.warmup_steps, int(total), hp.lr_schedule)
         return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)]
+
+
+def accumulate(into: dict[str, float], values: dict[str, float]) -> None:
+    """Add ``values`` into ``into``; keys ending in ``_min`` / ``_max`` keep the smallest / largest instead.
+
+    A NaN stays NaN either way, so a broken step shows in its range too.
+    """
+    for key, value in values.items():
+        if key not in into or math.isnan(value):
+            into[key] = value
+        elif key.endswith("_min"):
+            into[key] = min(into[key], value)
+        elif key.endswith("_max"):
+            into[key] = max(into[key], value)
+        else:
+            into[key] += value
+
+
+def skip_report(step: dict[str, float], rewards: dict[str, torch.Tensor]) -> str:
+    """What made a step non-finite: the gradient norm, each task's loss and ratio range, the rewards."""
+    parts = [f"grad_norm {step.get('grad_norm', math.nan):.4g}"]
+    for task in ("image", "text"):
+        if f"loss/{task}" in step:
+            parts.append(f"loss/{task} {step[f'loss/{task}']:.4g}, {task} ratio in "
+                         f"[{step[f'{task}/ratio_min']:.4g}, {step[f'{task}/ratio_max']:.4g}]")
+    for name, values in rewards.items():
+        scored = values[~values.isnan()]
+        mean = f"{scored.mean().item():.4g}" if scored.numel() else "nan"
+        parts.append(f"reward/{name} mean {mean} ({values.numel() - scored.numel()} NaN)")
+    return "; ".join(parts)
 
 
 def _lr_lambda(warmup: int, total: int, kind: str):

@@ -98,7 +98,8 @@ def policy_loss(
             averages within each sequence first, then over sequences.
 
     Returns:
-        The scalar loss and detached metrics (``clip_fraction``, ``kl``, ``ratio``).
+        The scalar loss and detached metrics (``clip_fraction``, ``kl``, ``ratio`` and its range over
+        the valid tokens, ``ratio_min`` and ``ratio_max``; 1 where none is valid).
     """
     mask = mask.bool()
     # Padding may hold arbitrary log-probs; zero the log-ratio there so no inf/nan reaches the grad.
@@ -124,9 +125,12 @@ def policy_loss(
         # The clip is active where min() picked the clipped term: ratio past the bound in the
         # direction the advantage pushes.
         was_clipped = (clipped < unclipped) & mask
+        valid_ratio = ratio.detach()[mask]
         metrics = {
             "clip_fraction": masked_mean(was_clipped.float(), mask),
             "kl": masked_mean(kl.detach(), mask),
             "ratio": masked_mean(ratio.detach(), mask),
+            "ratio_min": valid_ratio.min() if valid_ratio.numel() else ratio.new_ones(()),
+            "ratio_max": valid_ratio.max() if valid_ratio.numel() else ratio.new_ones(()),
         }
     return loss, metrics

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import StaticCache
 
 from corl.data.templates import question_prompt
+from corl.modules.logprobs import chunked_token_logps, sample_from_logits, token_logps
 from corl.modules.prompts import JanusPrompts, span_mask
 from corl.modules.rollout import ImageRollout, TextRollout
 
@@ -30,20 +31,6 @@ ImageLogprobMode = Literal["conditional", "cfg"]
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Rotary positions for left-padded rows: 0 at the first real token, padding clamped to 0."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Log softmax(logits / T) at ``tokens``; float32 so sampling and training agree to 1e-4."""
-    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
-    return torch.log_softmax(scaled, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-
-
-def sample_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Multinomial sample at ``temperature``; greedy when it is 0."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1).squeeze(-1)
 
 
 class FrozenModules(nn.ModuleDict):
@@ -67,6 +54,8 @@ class JanusPolicy(nn.Module):
         image_logprob_mode: ``"cfg"`` scores image tokens with the guided logits they were sampled
             from (needs the unconditional rows in the training forward); ``"conditional"`` with the
             conditional logits only (cheaper; then pi_old is the conditional distribution too).
+        logprob_chunk_tokens: training log-probs are taken over about this many (row, position)
+            pairs at a time, so the float32 logits of a whole micro-batch never exist at once.
     """
 
     def __init__(
@@ -79,6 +68,7 @@ class JanusPolicy(nn.Module):
         text_temperature: float = 1.0,
         max_completion_tokens: int = 512,
         image_logprob_mode: ImageLogprobMode = "cfg",
+        logprob_chunk_tokens: int = 1024,
     ) -> None:
         super().__init__()
         if image_logprob_mode not in ("conditional", "cfg"):
@@ -91,6 +81,7 @@ class JanusPolicy(nn.Module):
         self.text_temperature = text_temperature
         self.max_completion_tokens = max_completion_tokens
         self.image_logprob_mode = image_logprob_mode
+        self.logprob_chunk_tokens = logprob_chunk_tokens
         self.prompts = JanusPrompts(processor, self.num_image_tokens)
         # Only the LLM (with its text head) learns; vision tower, aligners, VQ model, generation
         # embedding and generation head stay frozen.
@@ -252,11 +243,13 @@ class JanusPolicy(nn.Module):
         embeds = torch.cat([prompt, self._embed_image_tokens(tokens[:, :-1])], dim=1)
         full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], n - 1)], dim=1)
         hidden = self._forward(embeds, full_mask, weights["llm"])[:, length - 1 :]  # [rows, N, D]
-        logits = self.model.model.generation_head(hidden).float()
-        if self.image_logprob_mode == "cfg":
-            cond, uncond = logits.chunk(2)
-            logits = self._guided(cond, uncond)
-        return token_logps(logits, rollout.tokens, self.image_temperature)
+        head = self.model.model.generation_head
+
+        def logits(states: torch.Tensor) -> torch.Tensor:  # [rows, n, D] -> [R, n, V], as sampled
+            out = head(states).float()
+            return self._guided(*out.chunk(2)) if self.image_logprob_mode == "cfg" else out
+
+        return chunked_token_logps(hidden, rollout.tokens, logits, self.image_temperature, self.logprob_chunk_tokens)
 
     # -------------------------------------------------------------------------------- text side
     @torch.no_grad()
@@ -366,5 +359,6 @@ class JanusPolicy(nn.Module):
         embeds = torch.cat([prompt, answer], dim=1)
         mask = torch.cat([rollout.prompt_mask, rollout.prompt_mask.new_ones(prompt.shape[0], t - 1)], dim=1)
         hidden = self._forward(embeds, mask, weights["llm"])[:, length - 1 :]
-        logps = token_logps(weights["lm_head"](hidden), rollout.completion_ids, self.text_temperature)
+        logps = chunked_token_logps(hidden, rollout.completion_ids, weights["lm_head"], self.text_temperature,
+                                    self.logprob_chunk_tokens)
         return logps.masked_fill(~rollout.mask, 0.0)

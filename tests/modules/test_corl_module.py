@@ -1,3 +1,5 @@
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -185,3 +187,69 @@ def test_rollout_records_no_autograd_graph(monkeypatch):
     assert grad_modes == [False]  # the reference log-probs of the rollout, computed without a graph
     for tensor in (rollout.image.old_logps, rollout.text.old_logps, rollout.ref_image_logps, rollout.ref_text_logps):
         assert not tensor.requires_grad
+
+
+def nan_once(m, monkeypatch, calls_to_poison=(1,)):
+    """The training forward of the text task returns NaN log-probs on the given calls (counted from 1)."""
+    real, calls = m.policy.text_logprobs, []
+
+    def poisoned(rollout, reference=None):
+        logps = real(rollout, reference)
+        if reference is None and torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) in calls_to_poison:
+                return logps * float("nan")
+        return logps
+
+    monkeypatch.setattr(m.policy, "text_logprobs", poisoned)
+
+
+def test_a_non_finite_loss_skips_the_step_and_says_why(quiet_trainer, monkeypatch):
+    L.seed_everything(0)
+    m = module(text_rewards=[TextReward(lambda c, **_: [float(len(x) % 3) for x in c], name="len3")],
+               group_size=4, lr=1e-2, warmup_steps=4)
+    before = {k: v.clone() for k, v in m.policy.llm.state_dict().items()}
+    nan_once(m, monkeypatch)
+    with pytest.warns(UserWarning, match=r"skipped an optimiser step .*loss/text nan, text ratio in \[nan, nan\]"):
+        trainer, steps = fit(quiet_trainer, m, 2)
+    assert trainer.global_step == 2 and len(steps) == 3, "the skipped batch is not counted as a step"
+    assert [s["train/skipped_steps"] for s in steps] == [1, 1, 1]
+    assert math.isnan(steps[0]["loss/text"]) and math.isfinite(steps[1]["loss/text"])
+    # Two real updates, each after its own scheduler step: warmup 1/4, 2/4 (the skipped one took none).
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
+    assert steps[1]["lr"] == pytest.approx(1e-2 * 2 / 4)
+    assert any(not torch.equal(v, before[k]) for k, v in m.policy.llm.state_dict().items())
+    assert all(torch.isfinite(v).all() for v in m.policy.llm.state_dict().values()), "no NaN reached the weights"
+
+
+def test_too_many_skipped_steps_stop_the_run(quiet_trainer, monkeypatch):
+    m = module(text_rewards=[TextReward("format")], max_skipped_steps=1)
+    nan_once(m, monkeypatch, calls_to_poison=(1, 2))
+    with pytest.raises(RuntimeError, match=r"2 optimiser steps were skipped .* model.max_skipped_steps = 1"), \
+            pytest.warns(UserWarning, match="skipped an optimiser step"):
+        fit(quiet_trainer, m, 3)
+
+
+def test_reference_logprobs_are_taken_per_micro_batch(monkeypatch):
+    m = module(image_rewards=[Constant([0.0] * 6)], text_rewards=[TextReward("format")], beta=0.1, group_size=3,
+               micro_batch_size=4)
+    b = batch()
+    torch.manual_seed(0)
+    whole = m.rollout(b)
+    full_image, full_text = m._logprobs(whole, m.reference)
+    sizes = []
+
+    def counted(real):
+        def logprobs(part, reference=None):
+            sizes.append(part.prompt_ids.shape[0])
+            return real(part, reference)
+
+        return logprobs
+
+    for name in ("image_logprobs", "text_logprobs"):
+        monkeypatch.setattr(m.policy, name, counted(getattr(m.policy, name)))
+    torch.manual_seed(0)
+    rollout = m.rollout(b)
+    assert sizes == [4, 4, 2, 2], "6 rows: micro-batches of 4 and 2, for images and answers"
+    torch.testing.assert_close(rollout.ref_image_logps, full_image)
+    torch.testing.assert_close(rollout.ref_text_logps, full_text)

@@ -2,9 +2,10 @@ import pytest
 import torch
 
 
+@pytest.mark.parametrize("chunk_tokens", [1024, 5])  # one chunk, or chunks of a few positions
 @pytest.mark.parametrize("mode", ["cfg", "conditional"])
-def test_image_training_logprobs_equal_sampling_logprobs(tiny_policy, scenes, mode):
-    policy = tiny_policy(image_logprob_mode=mode)
+def test_image_training_logprobs_equal_sampling_logprobs(tiny_policy, scenes, mode, chunk_tokens):
+    policy = tiny_policy(image_logprob_mode=mode, logprob_chunk_tokens=chunk_tokens)
     rollout = policy.sample_images([s.prompt for s in scenes], group_size=2)
     assert rollout.tokens.shape == (6, policy.num_image_tokens)
     recomputed = policy.image_logprobs(rollout)
@@ -28,8 +29,9 @@ def test_image_logprob_shift_is_checked(tiny_policy, scenes):
     assert (policy.image_logprobs(shifted)[:, 1:] - rollout.old_logps[:, :-1]).abs().max() > 1e-3
 
 
-def test_text_training_logprobs_equal_sampling_logprobs(tiny_policy, scenes):
-    policy = tiny_policy()
+@pytest.mark.parametrize("chunk_tokens", [1024, 5])
+def test_text_training_logprobs_equal_sampling_logprobs(tiny_policy, scenes, chunk_tokens):
+    policy = tiny_policy(logprob_chunk_tokens=chunk_tokens)
     ids, mask, embeds, pixels = policy.understanding_prompts(
         [s.qa_problem for s in scenes], [s.qa_type for s in scenes], [s.real_image for s in scenes]
     )

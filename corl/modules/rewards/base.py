@@ -12,6 +12,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from corl.modules.rewards import text
+from corl.modules.settings import check_reward_weight
 
 if TYPE_CHECKING:
     from corl.modules.policy import JanusPolicy
@@ -86,8 +87,8 @@ class ImageReward:
     default_name = "image"
 
     def __init__(self, weight: float = 1.0, name: str | None = None) -> None:
-        self.weight = weight
         self.name = name or self.default_name
+        self.weight = check_reward_weight(weight, self.name)
 
     def setup(self) -> None:
         """Load the scorer (once). The module calls this before training, so missing files fail at start."""
@@ -116,8 +117,8 @@ class TextReward:
         kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.fn = resolve_text_reward(fn) if isinstance(fn, str) else fn
-        self.weight = weight
         self.name = name or (fn.rsplit(":", 1)[-1] if isinstance(fn, str) else fn.__name__)
+        self.weight = check_reward_weight(weight, self.name)
         self.kwargs = dict(kwargs or {})
 
     def __call__(self, completions: Sequence[str], **columns: Sequence[Any]) -> torch.Tensor:

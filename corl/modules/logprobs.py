@@ -1,0 +1,61 @@
+"""Log-probabilities of sampled tokens, as pure tensor functions.
+
+Sampling and training must agree to the last digit that matters (the first-pass ratio is 1), so both
+go through ``token_logps``: float32, the same temperature. The training pass takes them over whole
+sequences in chunks of positions (``chunked_token_logps``): the float32 logits of all rows, all
+positions and a 102,400-token vocabulary at once would be the largest tensor of a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+
+def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log softmax(logits / T) at ``tokens``, in float32, without a log-softmax of the whole vocabulary.
+
+    ``logits`` is ``[..., V]`` and ``tokens`` ``[...]``; the value is logit(token) - logsumexp(logits).
+    """
+    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
+    return scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - scaled.logsumexp(dim=-1)
+
+
+def sample_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Multinomial sample at ``temperature``; greedy when it is 0."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+def chunked_token_logps(
+    hidden: torch.Tensor,
+    tokens: torch.Tensor,
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    temperature: float,
+    chunk_tokens: int = 1024,
+) -> torch.Tensor:
+    """``[R, N]`` log-probs of ``tokens`` from hidden states ``[B, N, D]``, a chunk of positions at a time.
+
+    ``logits_fn`` maps a chunk of hidden states ``[B, n, D]`` to the logits ``[R, n, V]`` the tokens
+    were sampled from (a head, or a head and the CFG mix of conditional and unconditional rows).
+    Each chunk covers about ``chunk_tokens`` of the R rows' positions. With autograd on, each chunk
+    is recomputed in backward instead of keeping its logits, so memory holds one chunk's logits.
+    """
+    rows, length = tokens.shape
+    step = max(1, chunk_tokens // max(rows, 1))
+
+    def chunk(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return token_logps(logits_fn(states), targets, temperature)
+
+    parts = []
+    for start in range(0, length, step):
+        states, targets = hidden[:, start : start + step], tokens[:, start : start + step]
+        if torch.is_grad_enabled() and states.requires_grad:
+            parts.append(checkpoint(chunk, states, targets, use_reentrant=False))
+        else:
+            parts.append(chunk(states, targets))
+    return torch.cat(parts, dim=1)
