@@ -22,6 +22,7 @@ from corl.data.schema import ExampleBatch
 from corl.modules.grpo import AdvantageScale, Aggregation, fill_unscored, group_advantages, policy_loss
 from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media
+from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
 from corl.modules.policy import ImageLogprobMode, JanusPolicy
 from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
 from corl.modules.rollout import Rollout
@@ -29,7 +30,6 @@ from corl.modules.settings import check_settings
 from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, norm_value, shard
 from corl.resume import gather_from_ranks, rng_states, seeded, set_rng_states
 
-EXTREMES = ("_min", "_max")  # metrics that are ranges, not means
 RANK_STATES = "corl_rank_states"  # checkpoint key: every rank's random states, data position and counters
 
 
@@ -257,7 +257,7 @@ class CoRLModule(L.LightningModule):
         update_stats = self.update(rollout, advantages, rewards)
         update_time = time.perf_counter() - timer
 
-        stats = {**self.reward_stats(rewards, advantages), **update_stats, **rollout.stats()}
+        stats = {**reward_stats(rewards, advantages), **update_stats, **rollout.stats()}
         stats.update({
             "time/rollout": rollout_time,
             "time/rewards": reward_time,
@@ -478,20 +478,6 @@ class CoRLModule(L.LightningModule):
         metrics["loss/total"] = loss.detach()
         return loss, metrics
 
-    @staticmethod
-    def reward_stats(rewards: dict[str, torch.Tensor], advantages: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Mean, std and NaN count of every reward, and advantage statistics (the same keys every step)."""
-        stats = {}
-        for name, value in rewards.items():
-            valid = value[~value.isnan()]
-            stats[f"reward/{name}/mean"] = valid.mean() if valid.numel() else value.new_tensor(float("nan"))
-            stats[f"reward/{name}/std"] = valid.std() if valid.numel() > 1 else value.new_zeros(())
-            stats[f"reward/{name}/nan_count"] = value.new_tensor(float(value.numel() - valid.numel()))
-        stats["advantage/mean"] = advantages.mean()
-        stats["advantage/std"] = advantages.std() if advantages.numel() > 1 else advantages.new_zeros(())
-        stats["advantage/abs_mean"] = advantages.abs().mean()
-        return stats
-
     # ------------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         """AdamW over the trainable (LLM) parameters with warmup + constant/cosine schedule."""
@@ -502,36 +488,6 @@ class CoRLModule(L.LightningModule):
         total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches * hp.mu
         schedule = _lr_lambda(hp.warmup_steps, int(total), hp.lr_schedule)
         return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)]
-
-
-def accumulate(into: dict[str, float], values: dict[str, float]) -> None:
-    """Add ``values`` into ``into``; keys ending in ``_min`` / ``_max`` keep the smallest / largest instead.
-
-    A NaN stays NaN either way, so a broken step shows in its range too.
-    """
-    for key, value in values.items():
-        if key not in into or math.isnan(value):
-            into[key] = value
-        elif key.endswith("_min"):
-            into[key] = min(into[key], value)
-        elif key.endswith("_max"):
-            into[key] = max(into[key], value)
-        else:
-            into[key] += value
-
-
-def skip_report(step: dict[str, float], rewards: dict[str, torch.Tensor]) -> str:
-    """What made a step non-finite: the gradient norm, each task's loss and ratio range, the rewards."""
-    parts = [f"grad_norm {step.get('grad_norm', math.nan):.4g}"]
-    for task in ("image", "text"):
-        if f"loss/{task}" in step:
-            parts.append(f"loss/{task} {step[f'loss/{task}']:.4g}, {task} ratio in "
-                         f"[{step[f'{task}/ratio_min']:.4g}, {step[f'{task}/ratio_max']:.4g}]")
-    for name, values in rewards.items():
-        scored = values[~values.isnan()]
-        mean = f"{scored.mean().item():.4g}" if scored.numel() else "nan"
-        parts.append(f"reward/{name} mean {mean} ({values.numel() - scored.numel()} NaN)")
-    return "; ".join(parts)
 
 
 def _lr_lambda(warmup: int, total: int, kind: str):

@@ -9,6 +9,7 @@ from corl.data.procedural import ProceduralExamples
 from corl.data.schema import collate_examples
 from corl.modules.corl_module import CoRLModule, _lr_lambda
 from corl.modules.grpo import group_advantages
+from corl.modules.metrics import reward_stats
 from corl.modules.rewards import ImageReward, TextReward
 
 
@@ -69,7 +70,7 @@ def test_nan_counts_as_its_groups_mean_and_is_counted():
     rewards = m.score(m.rollout(b), b)
     # The NaN of group 1 counts as (1 + 0 + 0.5) / 3 = 0.5; group 2 scored nothing: 0 for all of it.
     torch.testing.assert_close(rewards["total"], torch.tensor([1.5, 2.0, 0.0, 1.5, 1.0, 1.0, 0.0, 1.0]))
-    stats = m.reward_stats(rewards, torch.zeros(8))
+    stats = reward_stats(rewards, torch.zeros(8))
     assert stats["reward/c/nan_count"].item() == 5
     assert stats["reward/c/mean"].item() == pytest.approx(0.5)
     assert stats["reward/t/nan_count"].item() == 0  # logged every step: ranks must log the same keys
