@@ -1,25 +1,40 @@
-"""Rollout throughput: corl's group sampling against transformers' own Janus ``generate`` in the same run.
+"""Rollout speed: corl's fast path against its eager baseline and transformers' own ``generate``.
 
     python benchmarks/rollout.py                       # embedded tiny model, CPU
-    python benchmarks/rollout.py --model /path/to/Janus-Pro-1B --device cuda --dtype bfloat16
+    python benchmarks/rollout.py --model random:janus-pro-1b --device cuda --dtype bfloat16 --json rollout.json
 
-The baseline is how a trainer built on the HF classes samples a group: ``generate`` per example with
-``num_return_sequences=G`` for images (CFG inside), and per sample with the image re-encoded every
-time for answers. HF is held to the full answer length; corl stops at EOS, which a random model
-rarely samples (about 6% of the tiny model's 32-token answers), so the answer ratio flatters corl by
-at most that much. Compare ratios, not absolute numbers, and only within one run.
+Three ways to sample the same groups, each the best of ``--repeats`` in one run:
+
+- ``hf``: how a trainer built on the HF classes samples a group: ``generate`` per example with
+  ``num_return_sequences=G`` for images (CFG inside), and per sample with the image re-encoded every
+  time for answers. HF is held to the full answer length; corl stops at EOS, which a random model
+  rarely samples, so the answer ratios flatter corl by at most that share.
+- ``eager``: corl's batched loop as it was: every row prefills its own copy of the prompt and every
+  one-token step runs eagerly.
+- ``fast``: the default on this device: each prompt prefilled once, its KV cache copied to its G
+  rows, and (on CUDA) the one-token step replayed as a captured CUDA graph.
+
+An image rollout's time includes decoding the tokens to pixels (the VQ decoder, the same on every
+path); the milliseconds per decode step leave it out.
+
+Compare ratios, and only within one run. On CUDA the report adds the memory-bandwidth roofline of an
+image decode step (weights and KV cache read once) and the fraction of it the fast path reaches.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
 from corl.data.procedural import make_scene
 from corl.modules.loading import load_janus
 from corl.modules.policy import JanusPolicy
+
+BANDWIDTH_TBS = {"H200": 4.8, "H100": 3.35, "A100": 2.0, "L40S": 0.864, "A10G": 0.6, "L4": 0.3}
 
 
 def timed(fn, device: str) -> float:
@@ -33,8 +48,25 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - start
 
 
+def best(fn, device: str, repeats: int) -> float:
+    """The best of ``repeats`` timings after one warm-up (which also captures graphs)."""
+    fn()
+    return min(timed(fn, device) for _ in range(repeats))
+
+
+def roofline_ms(policy: JanusPolicy, rows: int, prompt_tokens: int, image_tokens: int, bandwidth_tbs: float) -> float:
+    """Milliseconds to read the LLM's and generation head's weights and the average KV cache once."""
+    modules = (policy.llm, policy.model.model.generation_head)
+    weights = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+    config = policy.llm.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * policy.llm.dtype.itemsize
+    kv = rows * per_position * (prompt_tokens + image_tokens / 2)  # the cache grows over the image
+    return (weights + kv) / (bandwidth_tbs * 1e12) * 1e3
+
+
 def main() -> None:
-    """Time both rollouts both ways and print the table."""
+    """Time the rollouts every way and print the table (and write the JSON report)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--device", default="cpu")
@@ -44,6 +76,8 @@ def main() -> None:
     parser.add_argument("--answer-tokens", type=int, default=32)
     parser.add_argument("--cfg-weight", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bandwidth-tbs", type=float, help="device memory bandwidth (default: by GPU name)")
+    parser.add_argument("--json", help="also write the report as JSON to this path")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -54,27 +88,28 @@ def main() -> None:
     scenes = [make_scene(0, i, size) for i in range(args.prompts)]
     g, n = args.group_size, policy.num_image_tokens
     eos = processor.tokenizer.eos_token_id
-
-    def corl_images():
-        policy.sample_images([s.prompt for s in scenes], g)
-
-    def hf_images():
-        for scene in scenes:
-            text = policy._chat([{"type": "text", "text": scene.prompt}])
-            enc = processor(text=[text], generation_mode="image", return_tensors="pt").to(args.device)
-            model.generate(**enc, generation_mode="image", do_sample=True, num_return_sequences=g,
-                           guidance_scale=args.cfg_weight)
-
     ids, mask, embeds, _ = policy.understanding_prompts(
         [s.qa_problem for s in scenes], [s.qa_type for s in scenes], [s.real_image for s in scenes]
     )
 
-    def corl_answers():
-        policy.sample_texts(ids, mask, embeds, g)
+    def corl(path: str):
+        policy.prefill_once, policy.decode = (False, "eager") if path == "eager" else (True, "auto")
+        return (lambda: policy.sample_images([s.prompt for s in scenes], g),
+                lambda: policy.sample_texts(ids, mask, embeds, g))
+
+    def chat(content):
+        return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+
+    def hf_images():
+        for scene in scenes:
+            enc = processor(text=[chat([{"type": "text", "text": scene.prompt}])], generation_mode="image",
+                            return_tensors="pt").to(args.device)
+            model.generate(**enc, generation_mode="image", do_sample=True, num_return_sequences=g,
+                           guidance_scale=args.cfg_weight)
 
     def hf_answers():
         for scene in scenes:
-            text = policy._chat([{"type": "image"}, {"type": "text", "text": scene.qa_problem}])
+            text = chat([{"type": "image"}, {"type": "text", "text": scene.qa_problem}])
             enc = processor(text=[text], images=[scene.real_image], return_tensors="pt").to(args.device)
             enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
             for _ in range(g):  # the image goes through the vision tower for every sample
@@ -83,19 +118,40 @@ def main() -> None:
                     eos_token_id=eos, pad_token_id=processor.tokenizer.pad_token_id,
                 )
 
-    rows = []
-    for name, ours, theirs, tokens in (
-        ("images", corl_images, hf_images, args.prompts * g * n),
-        ("answers", corl_answers, hf_answers, args.prompts * g * args.answer_tokens),
-    ):
-        ours(), theirs()  # warm-up
-        t_ours = min(timed(ours, args.device) for _ in range(args.repeats))
-        t_theirs = min(timed(theirs, args.device) for _ in range(args.repeats))
-        rows.append((name, tokens, t_theirs, t_ours))
-    print(f"model={args.model} device={args.device} dtype={args.dtype} B={args.prompts} G={g} image_tokens={n}")
-    print(f"{'rollout':8} {'tokens':>8} {'HF generate s':>14} {'corl s':>8} {'corl tok/s':>11} {'speed-up':>9}")
-    for name, tokens, t_theirs, t_ours in rows:
-        print(f"{name:8} {tokens:8d} {t_theirs:14.3f} {t_ours:8.3f} {tokens / t_ours:11.0f} {t_theirs / t_ours:8.2f}x")
+    device = "cuda" if args.device.startswith("cuda") else "cpu"
+    report = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "model": args.model,
+              "prompts": args.prompts, "group_size": g, "image": {}, "text": {}}
+    report["image"]["hf_s"] = best(hf_images, args.device, args.repeats)
+    report["text"]["hf_s"] = best(hf_answers, args.device, args.repeats)
+    tokens = policy.sample_images([s.prompt for s in scenes], g).tokens
+    vq_decode = best(lambda: policy.decode_images(tokens), args.device, args.repeats)  # the same on every path
+    for path in ("eager", "fast"):
+        images, answers = corl(path)
+        report["image"][f"{path}_s"] = best(images, args.device, args.repeats)
+        report["text"][f"{path}_s"] = best(answers, args.device, args.repeats)
+        report["image"][f"{path}_ms_per_step"] = (report["image"][f"{path}_s"] - vq_decode) / n * 1e3
+    if device == "cuda":
+        bandwidth = args.bandwidth_tbs or next((v for k, v in BANDWIDTH_TBS.items() if k in report["device"]), None)
+        if bandwidth:
+            roof = roofline_ms(policy, 2 * args.prompts * g, ids.shape[1], n, bandwidth)
+            report["image"].update(roofline_ms_per_step=roof, bandwidth_tbs=bandwidth,
+                                   roofline_fraction=roof / report["image"]["fast_ms_per_step"])
+
+    print(f"model={args.model} device={report['device']} dtype={args.dtype} B={args.prompts} G={g} image_tokens={n} "
+          f"answer_tokens={args.answer_tokens}")
+    print(f"{'rollout':8} {'HF generate s':>14} {'eager s':>9} {'fast s':>9} {'fast vs eager':>14} {'fast vs HF':>11}")
+    for task in ("image", "text"):
+        t = report[task]
+        print(f"{task:8} {t['hf_s']:14.3f} {t['eager_s']:9.3f} {t['fast_s']:9.3f} {t['eager_s'] / t['fast_s']:13.2f}x "
+              f"{t['hf_s'] / t['fast_s']:10.2f}x")
+    image = report["image"]
+    line = f"image decode step: eager {image['eager_ms_per_step']:.2f} ms, fast {image['fast_ms_per_step']:.2f} ms"
+    if "roofline_ms_per_step" in image:
+        line += (f", roofline {image['roofline_ms_per_step']:.2f} ms at {image['bandwidth_tbs']} TB/s "
+                 f"({image['roofline_fraction']:.0%} of it)")
+    print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ def main(args: list[str] | None = None) -> None:
         ExampleDataModule,
         args=args,
         save_config_kwargs={"overwrite": True},
-        # The DataModule splits the data across ranks itself, in an order a checkpoint can resume.
-        trainer_defaults={"use_distributed_sampler": False},
         auto_configure_optimizers=False,  # the module owns AdamW and its schedule (see its arguments)
     )
 

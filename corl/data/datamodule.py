@@ -71,6 +71,10 @@ class ExampleDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Open the data sets once (procedural or files); rows are checked as they are read."""
+        if self.trainer is not None:
+            # The loaders split the data across ranks themselves, in an order a checkpoint can resume;
+            # Lightning must not wrap them in a DistributedSampler of its own.
+            self.trainer._accelerator_connector.use_distributed_sampler = False
         hp = self.hparams
         if self.dataset is None:
             self.dataset = self._open(hp.source, hp.length, hp.seed)
@@ -79,7 +83,7 @@ class ExampleDataModule(L.LightningDataModule):
             self.val_dataset = self._open(hp.val_source, hp.val_length, hp.seed + 7919)
 
     def _ranks(self) -> tuple[int, int]:
-        """``(world size, this rank)``: corl splits the data itself (``trainer.use_distributed_sampler: false``)."""
+        """``(world size, this rank)``: corl splits the data itself."""
         return (1, 0) if self.trainer is None else (self.trainer.world_size, self.trainer.global_rank)
 
     def train_dataloader(self) -> StatefulDataLoader:

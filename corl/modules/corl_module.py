@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from corl.data.schema import ExampleBatch
+from corl.modules.decoding import DecodeMode
 from corl.modules.grpo import AdvantageScale, Aggregation, fill_unscored, group_advantages, policy_loss
 from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media
@@ -49,6 +50,9 @@ class CoRLModule(L.LightningModule):
         logprob_chunk_tokens: training and reference log-probs are taken over about this many
             (row, position) pairs at a time: the float32 logits of a micro-batch over the whole
             vocabulary never exist at once (each chunk is recomputed in backward).
+        decode: the rollout's one-token decode step: ``captured`` (a CUDA graph captured once per
+            rollout shape and replayed), ``eager``, or ``auto`` (captured on CUDA, eager elsewhere).
+            Each prompt is prefilled once and its KV cache copied to the G rows of its group.
         image_rewards: image rewards with their weights.
         text_rewards: text rewards with their weights.
         text_weight: lambda, the weight of the text part of the paired reward.
@@ -93,6 +97,7 @@ class CoRLModule(L.LightningModule):
         max_completion_tokens: int = 512,
         image_logprob_mode: ImageLogprobMode = "cfg",
         logprob_chunk_tokens: int = 1024,
+        decode: DecodeMode = "auto",
         image_rewards: list[ImageReward] | None = None,
         text_rewards: list[TextReward] | None = None,
         text_weight: float = 0.8,
@@ -141,6 +146,7 @@ class CoRLModule(L.LightningModule):
             max_completion_tokens=max_completion_tokens,
             image_logprob_mode=image_logprob_mode,
             logprob_chunk_tokens=logprob_chunk_tokens,
+            decode=decode,
         )
         self.reference = self.policy.make_reference() if beta > 0 else None
         self._model_configured = False

@@ -11,26 +11,20 @@ guided logits) it was sampled with, so the first training pass reproduces the sa
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from transformers import StaticCache
 
 from corl.data.templates import question_prompt
+from corl.modules.decoding import DecodeLoop, DecodeMode, positions_from_mask, resolve_mode
 from corl.modules.logprobs import chunked_token_logps, sample_from_logits, token_logps
 from corl.modules.prompts import JanusPrompts, span_mask
 from corl.modules.rollout import ImageRollout, TextRollout
 
 ImageLogprobMode = Literal["conditional", "cfg"]
-
-
-def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Rotary positions for left-padded rows: 0 at the first real token, padding clamped to 0."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 class FrozenModules(nn.ModuleDict):
@@ -56,6 +50,10 @@ class JanusPolicy(nn.Module):
             conditional logits only (cheaper; then pi_old is the conditional distribution too).
         logprob_chunk_tokens: training log-probs are taken over about this many (row, position)
             pairs at a time, so the float32 logits of a whole micro-batch never exist at once.
+        decode: the decode loop's one-token step: ``captured`` (CUDA graphs, replayed), ``eager``,
+            or ``auto`` (captured on CUDA, eager elsewhere).
+        prefill_once: prefill each prompt once and copy its KV cache to the rows of its group
+            (``False`` prefills every row: only to measure the difference).
     """
 
     def __init__(
@@ -69,6 +67,8 @@ class JanusPolicy(nn.Module):
         max_completion_tokens: int = 512,
         image_logprob_mode: ImageLogprobMode = "cfg",
         logprob_chunk_tokens: int = 1024,
+        decode: DecodeMode = "auto",
+        prefill_once: bool = True,
     ) -> None:
         super().__init__()
         if image_logprob_mode not in ("conditional", "cfg"):
@@ -82,6 +82,8 @@ class JanusPolicy(nn.Module):
         self.max_completion_tokens = max_completion_tokens
         self.image_logprob_mode = image_logprob_mode
         self.logprob_chunk_tokens = logprob_chunk_tokens
+        self.decode, self.prefill_once = decode, prefill_once
+        resolve_mode(decode, torch.device("cuda"))  # refuses an unknown mode now, not at the first rollout
         self.prompts = JanusPrompts(processor, self.num_image_tokens)
         # Only the LLM (with its text head) learns; vision tower, aligners, VQ model, generation
         # embedding and generation head stay frozen.
@@ -144,38 +146,21 @@ class JanusPolicy(nn.Module):
         out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False)
         return out.last_hidden_state
 
-    @torch.no_grad()
-    def _decode(
-        self,
-        embeds: torch.Tensor,
-        mask: torch.Tensor,
-        steps: int,
-        step_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
-        check_every: int = 8,
-    ) -> torch.Tensor:
-        """One batched decode loop with a static KV cache, shared by both tasks.
+    def _decode_loop(self, logits_fn) -> DecodeLoop:
+        return DecodeLoop(self.llm, logits_fn, resolve_mode(self.decode, self.device))
 
-        ``step_fn`` maps the last hidden states ``[rows, D]`` to the embeddings of the next input
-        ``[rows, 1, D]`` and a boolean ``[rows]`` that is true for finished rows (None when rows
-        never finish early); it records the sampled tokens itself. Early stopping is checked every
-        ``check_every`` steps only, because each check waits for the device. Returns the final mask.
+    def _prompt_rows(self, prompts: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(example [R], prefilled [P], continues [R])`` for ``R = prompts * G`` decoded rows.
+
+        ``example`` is each row's prompt, ``prefilled`` the prompts that are prefilled and
+        ``continues`` which prefilled prompt each row goes on from. With ``prefill_once`` each prompt
+        is prefilled once and its cache copied to its G rows; otherwise every row prefills its own
+        copy (the eager baseline of the benchmark).
         """
-        rows, length = mask.shape
-        cache = StaticCache(config=self.llm.config, max_cache_len=length + steps)
-        positions = positions_from_mask(mask)
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-        hidden = out.last_hidden_state[:, -1]
-        for step in range(steps):
-            next_embeds, done = step_fn(hidden)
-            if step == steps - 1 or (done is not None and step % check_every == 0 and bool(done.all())):
-                break
-            mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
-            positions = positions[:, -1:] + 1
-            out = self.llm(
-                inputs_embeds=next_embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
-            )
-            hidden = out.last_hidden_state[:, -1]
-        return mask
+        example = torch.arange(prompts, device=self.device).repeat_interleave(group_size)
+        if self.prefill_once:
+            return example, torch.arange(prompts, device=self.device), example
+        return example, example, torch.arange(len(example), device=self.device)
 
     # ------------------------------------------------------------------------------- image side
     def generation_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -196,19 +181,27 @@ class JanusPolicy(nn.Module):
 
     @torch.no_grad()
     def sample_images(self, prompts: list[str], group_size: int) -> ImageRollout:
-        """G images per prompt in one decode loop over ``2 * B * G`` rows (conditional + unconditional)."""
-        ids, mask, uncond = (t.repeat_interleave(group_size, dim=0) for t in self.generation_prompts(prompts))
-        rows, n = ids.shape[0], self.num_image_tokens
-        tokens = ids.new_zeros(rows, n)
-        sample_logps = torch.zeros(rows, n, device=ids.device)
+        """G images per prompt in one decode loop over ``2 * B * G`` rows (conditional + unconditional).
+
+        Each conditional and each unconditional prompt is prefilled once (``prefill_once``).
+        """
+        prompt_ids, prompt_mask, prompt_uncond = self.generation_prompts(prompts)
+        rows, prefilled, continues = self._prompt_rows(len(prompts), group_size)
+        ids, mask, uncond = prompt_ids[rows], prompt_mask[rows], prompt_uncond[rows]
+        r, n = ids.shape[0], self.num_image_tokens
+        tokens = ids.new_zeros(r, n)
+        sample_logps = torch.zeros(r, n, device=ids.device)
         cond_logps = torch.zeros_like(sample_logps)
         head = self.model.model.generation_head
         step = 0
 
-        def step_fn(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def logits_fn(hidden: torch.Tensor) -> torch.Tensor:  # [2R, D] -> conditional and guided logits [2R, V]
+            logits = head(hidden).float()
+            return torch.cat([logits[:r], self._guided(logits[:r], logits[r:])])
+
+        def next_fn(logits: torch.Tensor) -> tuple[torch.Tensor, None]:
             nonlocal step
-            logits = head(hidden).float()  # [2R, V]
-            cond, guided = logits[:rows], self._guided(logits[:rows], logits[rows:])
+            cond, guided = logits[:r], logits[r:]
             token = sample_from_logits(guided, self.image_temperature)
             tokens[:, step] = token
             sample_logps[:, step] = token_logps(guided, token, self.image_temperature)
@@ -216,8 +209,11 @@ class JanusPolicy(nn.Module):
             step += 1
             return self._embed_image_tokens(token.repeat(2)).unsqueeze(1), None
 
-        both_ids, both_mask = torch.cat([ids, uncond]), torch.cat([mask, mask])
-        self._decode(self._embed_prompt(both_ids, None), both_mask, n, step_fn)
+        # Rows [conditional; unconditional]: the unconditional prompts are prefilled after the conditional ones.
+        both_ids = torch.cat([prompt_ids[prefilled], prompt_uncond[prefilled]])
+        both_mask = torch.cat([prompt_mask[prefilled], prompt_mask[prefilled]])
+        both_rows = torch.cat([continues, continues + len(prefilled)])
+        self._decode_loop(logits_fn).run(self._embed_prompt(both_ids, None), both_mask, both_rows, n, next_fn)
         old = sample_logps if self.image_logprob_mode == "cfg" else cond_logps
         return ImageRollout(ids, mask, uncond, tokens, old, self.decode_images(tokens))
 
@@ -319,7 +315,7 @@ class JanusPolicy(nn.Module):
         uses outside RL (greedy captions), since the log-probs are always at the policy's temperature.
         """
         temperature = self.text_temperature if temperature is None else temperature
-        example_index = torch.arange(prompt_ids.shape[0], device=prompt_ids.device).repeat_interleave(group_size)
+        example_index, prefilled, continues = self._prompt_rows(prompt_ids.shape[0], group_size)
         ids, mask = prompt_ids[example_index], prompt_mask[example_index]
         rows, limit = ids.shape[0], max_tokens or self.max_completion_tokens
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
@@ -329,9 +325,8 @@ class JanusPolicy(nn.Module):
         valid = torch.zeros(rows, limit, dtype=torch.bool, device=ids.device)
         step = 0
 
-        def step_fn(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def next_fn(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             nonlocal step
-            logits = self.model.lm_head(hidden).float()
             token = sample_from_logits(logits, temperature)
             token = torch.where(finished, torch.full_like(token, pad), token)
             valid[:, step] = ~finished
@@ -341,7 +336,9 @@ class JanusPolicy(nn.Module):
             step += 1
             return self.llm.get_input_embeddings()(token).unsqueeze(1), finished
 
-        self._decode(self._embed_prompt(ids, image_embeds[example_index]), mask, limit, step_fn)
+        embeds = self._embed_prompt(prompt_ids[prefilled], image_embeds[prefilled])
+        loop = self._decode_loop(lambda hidden: self.model.lm_head(hidden).float())
+        loop.run(embeds, prompt_mask[prefilled], continues, limit, next_fn)
         used = int(valid.sum(1).max().item()) if valid.any() else 1
         completion, valid, logps = completion[:, :used], valid[:, :used], logps[:, :used]
         texts = self.tokenizer.batch_decode(completion.masked_fill(~valid, pad), skip_special_tokens=True)

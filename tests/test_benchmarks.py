@@ -1,0 +1,23 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_rollout_benchmark_writes_its_json_report(tmp_path):
+    out = tmp_path / "rollout.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/rollout.py"), "--prompts", "1", "--group-size", "2",
+         "--answer-tokens", "4", "--repeats", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {k: report[k] for k in ("device", "model", "prompts", "group_size")} == {
+        "device": "cpu", "model": "tiny", "prompts": 1, "group_size": 2}
+    assert set(report["image"]) == {"hf_s", "eager_s", "fast_s", "eager_ms_per_step", "fast_ms_per_step"}
+    assert set(report["text"]) == {"hf_s", "eager_s", "fast_s"}
+    assert all(value > 0 for task in ("image", "text") for value in report[task].values())
+    assert "fast vs eager" in result.stdout
