@@ -53,6 +53,10 @@ class CoRLModule(L.LightningModule):
         decode: the rollout's one-token decode step: ``captured`` (a CUDA graph captured once per
             rollout shape and replayed), ``eager``, or ``auto`` (captured on CUDA, eager elsewhere).
             Each prompt is prefilled once and its KV cache copied to the G rows of its group.
+        old_logps: pi_old: ``rollout``, the log-probs the tokens were sampled with, or ``replay``, the
+            training forward's before the first pass (one extra forward without gradients). In bf16,
+            cached decoding and the teacher-forced forward round differently and CFG amplifies the gap;
+            replay makes the first ratio exactly 1 and logs the gap (``image/replay_gap``, ``text/replay_gap``).
         image_rewards: image rewards with their weights.
         text_rewards: text rewards with their weights.
         text_weight: lambda, the weight of the text part of the paired reward.
@@ -98,6 +102,7 @@ class CoRLModule(L.LightningModule):
         image_logprob_mode: ImageLogprobMode = "cfg",
         logprob_chunk_tokens: int = 1024,
         decode: DecodeMode = "auto",
+        old_logps: Literal["rollout", "replay"] = "rollout",
         image_rewards: list[ImageReward] | None = None,
         text_rewards: list[TextReward] | None = None,
         text_weight: float = 0.8,
@@ -322,12 +327,13 @@ class CoRLModule(L.LightningModule):
             image = self.policy.sample_images(batch.prompt, g)
         rollout = Rollout(image=image, text=text, real_pixels=real, group_size=g)
         if self.reference is not None and not evaluation:
-            rollout.ref_image_logps, rollout.ref_text_logps = self._reference_logprobs(rollout)
+            rollout.ref_image_logps, rollout.ref_text_logps = self._rollout_logprobs(rollout, self.reference)
         return rollout
 
-    def _reference_logprobs(self, rollout: Rollout) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The frozen reference's log-probs of the whole rollout, one forward per micro-batch of rows."""
-        parts = [self._logprobs(rollout, self.reference, rows)
+    @torch.no_grad()
+    def _rollout_logprobs(self, rollout: Rollout, reference=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Training-forward log-probs of the whole rollout (the policy's or the reference's), per micro-batch."""
+        parts = [self._logprobs(rollout, reference, rows)
                  for rows in rollout.rows().split(self.hparams.micro_batch_size)]
         image, text = zip(*parts, strict=True)
         return (None if image[0] is None else torch.cat(image)), (None if text[0] is None else torch.cat(text))
@@ -412,6 +418,14 @@ class CoRLModule(L.LightningModule):
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         totals = rollout.token_counts()
         sums: dict[str, float] = {}
+        if hp.old_logps == "replay":  # pi_old from the training forward, so the first pass's ratio is exactly 1
+            image_logps, text_logps = self._rollout_logprobs(rollout)
+            if rollout.image is not None:
+                sums["image/replay_gap"] = float((image_logps - rollout.image.old_logps).abs().max())
+                rollout.image.old_logps = image_logps
+            if rollout.text is not None:
+                sums["text/replay_gap"] = float((text_logps - rollout.text.old_logps).abs().max())
+                rollout.text.old_logps = text_logps
         for _ in range(hp.mu):
             optimizer.zero_grad(set_to_none=True)
             step: dict[str, float] = {}

@@ -15,6 +15,7 @@ CHOICES = {
     "image_logprob_mode": ("cfg", "conditional"),
     "lr_schedule": ("constant", "cosine"),
     "decode": ("auto", "eager", "captured"),
+    "old_logps": ("rollout", "replay"),
 }
 AT_LEAST_ONE = ("group_size", "micro_batch_size", "mu", "max_completion_tokens", "logprob_chunk_tokens")
 NOT_NEGATIVE = ("beta", "eps_low", "eps_high", "image_temperature", "text_temperature", "weight_decay",

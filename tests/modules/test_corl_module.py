@@ -254,3 +254,14 @@ def test_reference_logprobs_are_taken_per_micro_batch(monkeypatch):
     assert sizes == [4, 4, 2, 2], "6 rows: micro-batches of 4 and 2, for images and answers"
     torch.testing.assert_close(rollout.ref_image_logps, full_image)
     torch.testing.assert_close(rollout.ref_text_logps, full_text)
+
+
+def test_replayed_old_logprobs_make_the_first_ratio_exactly_one(quiet_trainer):
+    L.seed_everything(0)
+    m = module(image_rewards=[Constant([0.0, 1.0] * 4)], text_rewards=[TextReward("format")], old_logps="replay")
+    _, steps = fit(quiet_trainer, m, 1)
+    for task in ("image", "text"):
+        assert steps[0][f"{task}/ratio_min"] == steps[0][f"{task}/ratio_max"] == 1.0
+        assert 0 <= steps[0][f"{task}/replay_gap"] < 1e-4  # float32: sampling and training agree anyway
+    with pytest.raises(ValueError, match="model.old_logps must be one of"):
+        module(text_rewards=[TextReward("format")], old_logps="recompute")
