@@ -1,6 +1,7 @@
 """The ``corl`` command: LightningCLI over the CoRL module and the example DataModule, plus tools.
 
-``corl fit -c configs/demo/s1.yaml`` trains; every option is documented by ``corl fit --help``.
+``corl fit -c configs/demo/s1.yaml`` trains with RL; every option is documented by ``corl fit --help``.
+``corl sft -c configs/sft.yaml`` is the supervised cold start (``corl sft --help``).
 ``corl export | merge | generate`` handle the weights afterwards (``corl export --help``...).
 """
 
@@ -14,7 +15,7 @@ from lightning.pytorch.cli import LightningCLI
 from corl.data.datamodule import ExampleDataModule
 from corl.modules.corl_module import CoRLModule
 
-TOOLS = ("export", "merge", "generate")
+TOOLS = ("export", "merge", "generate", "evaluate")
 
 
 def main(args: list[str] | None = None) -> None:
@@ -26,10 +27,15 @@ def main(args: list[str] | None = None) -> None:
         return run(argv)
     # The policy keeps every module in eval mode on purpose (no dropout in RL log-probs).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    module = CoRLModule
+    if argv and argv[0] == "sft":  # supervised fine-tuning: a fit of the SFT module
+        from corl.modules.sft_module import SFTModule
+
+        module, argv = SFTModule, ["fit", *argv[1:]]
     LightningCLI(
-        CoRLModule,
+        module,
         ExampleDataModule,
-        args=args,
+        args=argv,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the module owns AdamW and its schedule (see its arguments)
     )

@@ -1,4 +1,4 @@
-"""``corl export``, ``corl merge`` and ``corl generate``: what happens to weights after training."""
+"""``corl export``, ``merge``, ``generate`` and ``evaluate``: what happens to weights after training."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torchvision.utils import save_image
 
 from corl.checkpoints import check_compatible, export, linear_merge, load_model, task_arithmetic
+from corl.evaluate import add_parser as add_evaluate_parser
 from corl.modules.policy import JanusPolicy
 
 
@@ -75,7 +76,8 @@ def generate_command(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The three sub-commands and their options."""
-    root = argparse.ArgumentParser(prog="corl", description="corl export | merge | generate (training: corl fit)")
+    root = argparse.ArgumentParser(prog="corl", description="corl export | merge | generate | evaluate "
+                                   "(training: corl fit, corl sft)")
     commands = root.add_subparsers(dest="command", required=True)
     p = commands.add_parser("export", help=export_command.__doc__)
     p.add_argument("checkpoint", help="a corl .ckpt file, or the .ckpt folder of an FSDP run")
@@ -101,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=generate_command)
     for sub in commands.choices.values():
         sub.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_evaluate_parser(commands)  # its model settings (dtype included) come from a config
     return root
 
 

@@ -9,10 +9,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from corl.cli import main
 from corl.data.datamodule import ExampleDataModule
 from corl.modules.corl_module import CoRLModule
+from corl.modules.sft_module import SFTModule
 
 ADD_ONS = [Path(__file__).resolve().parents[1] / "configs" / "fsdp.yaml"]  # layered on a stage's config
 CONFIGS = sorted(set(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml")) - set(ADD_ONS))
-STAGES = [c for c in CONFIGS if c.parent.name == "configs"]
+SFT_CONFIGS = [c for c in CONFIGS if c.name == "sft.yaml"]  # corl sft: the SFT module
+RL_CONFIGS = [c for c in CONFIGS if c not in SFT_CONFIGS]
+STAGES = [c for c in RL_CONFIGS if c.parent.name == "configs"]
 
 
 class ParseOnly(LightningCLI):
@@ -22,11 +25,18 @@ class ParseOnly(LightningCLI):
         pass
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
+@pytest.mark.parametrize("config", RL_CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_every_config_parses(config):
     cli = ParseOnly(CoRLModule, ExampleDataModule, args=["-c", str(config)], run=False, auto_configure_optimizers=False)
     model = cli.config.model
     assert model.image_rewards or model.text_rewards
+
+
+@pytest.mark.parametrize("config", SFT_CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_every_sft_config_parses(config):
+    cli = ParseOnly(SFTModule, ExampleDataModule, args=["-c", str(config)], run=False, auto_configure_optimizers=False)
+    assert cli.config.model.image_weight > 0 and cli.config.model.text_weight > 0
+    assert cli.config.data.kind == "triplet"
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda p: p.name)
@@ -41,7 +51,7 @@ def test_fsdp_add_on_parses_over_every_stage(stage):
 
 def test_configs_exist():
     root = Path(__file__).resolve().parents[1] / "configs"
-    assert {root / "s1.yaml", root / "demo" / "s1.yaml"} <= set(CONFIGS)
+    assert {root / "s1.yaml", root / "demo" / "s1.yaml", root / "sft.yaml", root / "demo" / "sft.yaml"} <= set(CONFIGS)
 
 
 @pytest.fixture(autouse=True)

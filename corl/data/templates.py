@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 MC_INSTRUCTION = (
     "Answer the question based on the image and your knowledge. Please write your thinking process inside "
     "<think> </think> tags, and provide your final answer (option letter, e.g., A/B/C/D) inside <answer> </answer> "
@@ -17,6 +19,22 @@ OE_INSTRUCTION = (
 def is_multiple_choice(qa_type: str) -> bool:
     """``qa_type`` "MC" marks a multiple-choice question; every other value is open-ended."""
     return str(qa_type).strip().upper() == "MC"
+
+
+def sft_completion(qa_solution: str, caption: str | None = None) -> str:
+    """The target answer of a supervised (cold-start) example, in the format the RL rewards check.
+
+    The data's own ``<think>…</think><answer>…</answer>`` when it has one; otherwise its answer in
+    ``<answer>`` tags behind a reasoning step made from the image's caption where the example has
+    one (triplets: the prompt describes the real image), else behind an empty reasoning step.
+    """
+    solution = qa_solution.strip()
+    if "<think>" in solution and "<answer>" in solution:
+        return solution
+    found = re.findall(r"<answer>(.*?)</answer>", solution, re.S)
+    answer = found[-1].strip() if found else solution
+    thought = f"The image shows {caption.strip().rstrip('.')}." if caption else ""
+    return f"<think>{thought}</think><answer>{answer}</answer>"
 
 
 def question_prompt(question: str, qa_type: str) -> str:

@@ -24,6 +24,7 @@ from corl.modules.grpo import AdvantageScale, Aggregation, fill_unscored, group_
 from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media
 from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
+from corl.modules.optim import adamw_with_schedule
 from corl.modules.policy import ImageLogprobMode, JanusPolicy
 from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
 from corl.modules.rollout import Rollout
@@ -502,28 +503,12 @@ class CoRLModule(L.LightningModule):
     def configure_optimizers(self):
         """AdamW over the trainable (LLM) parameters with warmup + constant/cosine schedule."""
         hp = self.hparams
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
         trainer = self.trainer
         total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches * hp.mu
-        schedule = _lr_lambda(hp.warmup_steps, int(total), hp.lr_schedule)
-        return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)]
-
-
-def _lr_lambda(warmup: int, total: int, kind: str):
-    """Multiplier of the peak LR at an optimiser step: linear warmup, then constant or cosine to 0."""
-    if kind not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {kind!r}")
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
+        return adamw_with_schedule(
+            (p for p in self.policy.parameters() if p.requires_grad), lr=hp.lr, weight_decay=hp.weight_decay,
+            betas=hp.betas, warmup_steps=hp.warmup_steps, schedule=hp.lr_schedule, total_steps=int(total),
+        )
 
 
 def _call_reward(name: str, reward, *args, **kwargs) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from corl.data.images import photo_pixels
 from corl.data.templates import question_prompt
 from corl.modules.decoding import DecodeLoop, DecodeMode, positions_from_mask, resolve_mode
 from corl.modules.logprobs import chunked_token_logps, sample_from_logits, token_logps
@@ -218,6 +219,13 @@ class JanusPolicy(nn.Module):
         return ImageRollout(ids, mask, uncond, tokens, old, self.decode_images(tokens))
 
     @torch.no_grad()
+    def encode_images(self, photos: list[Image.Image]) -> torch.Tensor:
+        """VQ tokens ``[B, N]`` of real photos, centre-cropped to the generation resolution (SFT targets)."""
+        size = self.model.config.vision_config.image_size
+        pixels = torch.stack([photo_pixels(photo, size) for photo in photos]).to(self.device, self.model.dtype)
+        return self.model.model.vqmodel.encode(pixels).image_tokens.view(len(photos), -1)
+
+    @torch.no_grad()
     def decode_images(self, tokens: torch.Tensor) -> torch.Tensor:
         """VQ-decode image tokens ``[R, N]`` to pixels ``[R, 3, H, W]`` in [-1, 1], on the device."""
         return self.model.model.vqmodel.decode(tokens).float().clamp(-1.0, 1.0)
@@ -344,6 +352,17 @@ class JanusPolicy(nn.Module):
         texts = self.tokenizer.batch_decode(completion.masked_fill(~valid, pad), skip_special_tokens=True)
         return TextRollout(ids, mask, example_index, image_embeds, completion, valid.long(),
                            logps.masked_fill(~valid, 0.0), texts, finished.clone())
+
+    def answer_ids(self, answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids ``[B, T]`` of given answers, each ending in EOS, and their mask (SFT targets)."""
+        eos = self.tokenizer.eos_token_id
+        ids = [self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [eos] for answer in answers]
+        width = max(len(row) for row in ids)
+        padded = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(ids), width, dtype=torch.long)
+        for row, tokens in enumerate(ids):
+            padded[row, : len(tokens)], mask[row, : len(tokens)] = torch.tensor(tokens), 1
+        return padded.to(self.device), mask.to(self.device)
 
     def text_logprobs(self, rollout: TextRollout, reference: nn.ModuleDict | None = None) -> torch.Tensor:
         """Training log-probs ``[R, T]`` of the rollout's answer tokens: one forward per micro-batch."""

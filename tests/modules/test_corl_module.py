@@ -7,9 +7,10 @@ import torch
 from corl.data.datamodule import ExampleDataModule
 from corl.data.procedural import ProceduralExamples
 from corl.data.schema import collate_examples
-from corl.modules.corl_module import CoRLModule, _lr_lambda
+from corl.modules.corl_module import CoRLModule
 from corl.modules.grpo import group_advantages
 from corl.modules.metrics import reward_stats
+from corl.modules.optim import lr_lambda
 from corl.modules.rewards import ImageReward, TextReward
 
 
@@ -166,12 +167,12 @@ def test_kl_is_logged_and_grows_after_updates_when_beta_positive(quiet_trainer):
 
 
 def test_learning_rate_schedule():
-    warm_cosine = _lr_lambda(warmup=2, total=6, kind="cosine")
+    warm_cosine = lr_lambda(warmup=2, total=6, kind="cosine")
     # warmup 1/2, 2/2, then cosine over 4 steps: 1, cos(pi/4) ..., 0
     assert [round(warm_cosine(s), 4) for s in range(7)] == [0.5, 1.0, 1.0, 0.8536, 0.5, 0.1464, 0.0]
-    assert _lr_lambda(0, 10, "constant")(7) == 1.0
+    assert lr_lambda(0, 10, "constant")(7) == 1.0
     with pytest.raises(ValueError, match="lr_schedule"):
-        _lr_lambda(0, 10, "linear")
+        lr_lambda(0, 10, "linear")
 
 
 def test_rollout_records_no_autograd_graph(monkeypatch):

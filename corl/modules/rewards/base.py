@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 
+from corl.data.images import PhotoFit, photo_pixels
 from corl.modules.rewards import text
 from corl.modules.settings import check_reward_weight
 
@@ -23,25 +23,6 @@ TEXT_REWARDS: dict[str, Callable[..., list[float]]] = {
     "mcq_accuracy": text.mcq_accuracy_reward,
     "oe_accuracy": text.oe_accuracy_reward,
 }
-
-
-PhotoFit = Literal["crop", "resize"]
-
-
-def photo_pixels(photo: Image.Image, size: int, fit: PhotoFit = "crop") -> torch.Tensor:
-    """``[3, size, size]`` in [-1, 1]: the photo itself, centre-cropped to a square or resized to one.
-
-    Janus's image processor letterboxes a non-square photo with grey bars for the vision tower. As
-    a target for a pixel comparison those bars would reward drawing bars, so rewards that compare
-    pixels read the photo: ``crop`` keeps its centre square, ``resize`` squeezes all of it.
-    """
-    if fit not in ("crop", "resize"):
-        raise ValueError(f"fit must be 'crop' or 'resize', got {fit!r}")
-    photo = photo.convert("RGB")
-    if fit == "crop":
-        photo = TF.center_crop(photo, [min(photo.size)])
-    photo = TF.resize(photo, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    return TF.pil_to_tensor(photo).float().div(127.5).sub(1.0)
 
 
 @dataclass

@@ -9,7 +9,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from corl.modules.rewards.base import GeneratedImages, ImageReward, PhotoFit
+from corl.data.images import PhotoFit
+from corl.modules.rewards.base import GeneratedImages, ImageReward
 
 # torchvision checkpoints that lpips' trunks load from the torch hub cache.
 TRUNK_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}

@@ -3,8 +3,8 @@ import torch
 import torchvision
 from PIL import Image
 
+from corl.data.images import photo_pixels
 from corl.modules.rewards import GeneratedImages, ImageConsistencyReward
-from corl.modules.rewards.base import photo_pixels
 
 
 def score(reward, images, real_photos):

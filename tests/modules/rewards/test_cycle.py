@@ -2,6 +2,7 @@ import pytest
 import torch
 from pycocoevalcap.cider.cider import Cider
 
+from corl.data.images import photo_pixels
 from corl.modules.rewards import (
     CiderD,
     CycleConsistencyReward,
@@ -9,7 +10,6 @@ from corl.modules.rewards import (
     ImageConsistencyReward,
     SelfCaptioner,
 )
-from corl.modules.rewards.base import photo_pixels
 from corl.modules.rewards.caption_metrics import CaptionMetric, simple_tokenize
 from corl.modules.rewards.captioners import Captioner
 

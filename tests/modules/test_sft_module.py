@@ -1,0 +1,70 @@
+import lightning as L
+import pytest
+import torch
+
+from corl.checkpoints import read_checkpoint
+from corl.data.datamodule import ExampleDataModule
+from corl.data.procedural import ProceduralExamples
+from corl.data.schema import collate_examples
+from corl.data.templates import sft_completion
+from corl.modules.corl_module import CoRLModule
+from corl.modules.rewards import TextReward
+from corl.modules.sft_module import SFTModule
+
+
+def test_sft_completion_keeps_reasoning_or_builds_it_from_the_caption():
+    own = "<think>two shapes</think><answer>two</answer>"
+    assert sft_completion(own, "a red circle") == own
+    assert sft_completion("<answer>B</answer>", "a red circle on a white background.") == (
+        "<think>The image shows a red circle on a white background.</think><answer>B</answer>")
+    assert sft_completion("blue") == "<think></think><answer>blue</answer>"
+
+
+def batch(n, kind="triplet"):
+    return collate_examples([ProceduralExamples(n, seed=2, image_size=64, kind=kind)[i] for i in range(n)])
+
+
+def test_answer_loss_counts_target_tokens_only():
+    module = SFTModule(image_weight=0.0)
+    both = batch(2)
+    alone = [collate_examples([ProceduralExamples(2, seed=2, kind="triplet")[i]]) for i in range(2)]
+    answers = [sft_completion(s, c) for s, c in zip(both.qa_solution, both.prompt)]
+    lengths = [len(module.policy.tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers]
+    assert lengths[0] != lengths[1], "the shorter answer is padded in the batch"
+    # The batch loss is the token-weighted mean of the rows' own losses: padding adds nothing.
+    parts = [module.text_loss(b) for b in alone]
+    expected = (parts[0] * lengths[0] + parts[1] * lengths[1]) / sum(lengths)
+    torch.testing.assert_close(module.text_loss(both), expected, atol=1e-5, rtol=0)
+
+
+def test_image_loss_is_the_nll_of_the_real_images_vq_tokens():
+    module = SFTModule(text_weight=0.0, uncond_prob=0.0)
+    b = batch(2)
+    tokens = module.policy.encode_images(b.real_image)
+    assert tokens.shape == (2, module.policy.num_image_tokens)
+    loss = module.image_loss(b.prompt, b.real_image)
+    vocab = module.policy.model.config.vq_config.num_embeddings
+    assert 0 < loss.item() < 2 * torch.log(torch.tensor(float(vocab))).item()
+
+
+def test_sft_lowers_both_losses_and_stage_one_starts_from_it(tmp_path, quiet_trainer):
+    L.seed_everything(0)
+    module = SFTModule(lr=3e-3, train_towers=True, max_answer_tokens=48)
+    frozen_vq = {k: v.clone() for k, v in module.policy.model.model.vqmodel.state_dict().items()}
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer, metrics = quiet_trainer(15, [checkpoint], enable_checkpointing=True)
+    trainer.fit(module, ExampleDataModule(batch_size=4, length=4, image_size=64))  # one batch, seen 15 times
+    image, text = metrics.values("sft/image_loss"), metrics.values("sft/text_loss")
+    assert image[-1] < image[0] - 0.5 and text[-1] < text[0] / 2, (image, text)
+    for key, value in module.policy.model.model.vqmodel.state_dict().items():
+        assert torch.equal(value, frozen_vq[key]), "the VQ codebook the image tokens index stays fixed"
+    state, hparams = read_checkpoint(tmp_path / "last.ckpt")
+    assert hparams["model"] == "tiny"
+    rl = CoRLModule(text_rewards=[TextReward("format")], init_from=str(tmp_path / "last.ckpt"))
+    for key, value in rl.policy.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_sft_refuses_weights_that_train_nothing():
+    with pytest.raises(ValueError, match="image_weight"):
+        SFTModule(image_weight=0.0, text_weight=0.0)

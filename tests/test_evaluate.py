@@ -1,0 +1,26 @@
+import json
+from pathlib import Path
+
+from corl.cli import main
+from corl.evaluate import model_specs, table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_model_specs_are_named():
+    assert model_specs(["tiny", "s1=checkpoints/demo/s1/last.ckpt", "exports/demo/t2i", "runs/x/last.ckpt"]) == [
+        ("tiny", None), ("s1", "checkpoints/demo/s1/last.ckpt"), ("t2i", "exports/demo/t2i"),
+        ("last", "runs/x/last.ckpt")]
+
+
+def test_the_same_model_gets_the_same_scores_on_the_same_held_out_examples(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "eval.json"
+    main(["evaluate", "base=tiny", "again=tiny", "-c", str(ROOT / "configs/demo/s1.yaml"), "--examples", "3",
+          "--batch-size", "2", "--device", "cpu", "--json", str(out)])
+    results = json.loads(out.read_text())
+    assert list(results) == ["base", "again"]
+    assert set(results["base"]) == {"cycle", "tim", "accuracy", "format"}
+    assert results["base"] == results["again"], "greedy answers and seeded images: reproducible"
+    assert all(0.0 <= value <= 1.0 for value in results["base"].values())
+    assert table(results) in capsys.readouterr().out
