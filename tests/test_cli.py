@@ -79,10 +79,10 @@ def test_demo_config_trains_and_logs_to_tensorboard(tmp_path, monkeypatch):
     events = EventAccumulator(str(version), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for name in ("cycle", "tim", "accuracy", "format", "total"):
+    for name in ("cycle", "tim", "scene", "accuracy", "format", "total"):
         assert f"reward/{name}/mean" in scalars and f"reward/{name}/std" in scalars
         assert len(events.Scalars(f"reward/{name}/mean")) == 2
-    for name in ("cycle", "tim", "accuracy", "format"):
+    for name in ("cycle", "tim", "scene", "accuracy", "format"):
         assert events.Scalars(f"time/reward/{name}")[0].value >= 0
     for tag in ("advantage/std", "image/kl", "text/kl", "image/clip_fraction", "text/completion_length_mean",
                 "time/rollout", "time/rewards", "time/update", "throughput/rollout_tokens_per_s", "lr"):

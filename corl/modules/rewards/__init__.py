@@ -8,6 +8,7 @@ from corl.modules.rewards.consistency import ImageConsistencyReward
 from corl.modules.rewards.cycle import CycleConsistencyReward
 from corl.modules.rewards.hf_captioner import HFCaptioner
 from corl.modules.rewards.matching import TextImageMatchingReward
+from corl.modules.rewards.scene import SceneReward
 from corl.modules.rewards.spice import Spice
 from corl.modules.rewards.text import accuracy_reward, format_reward, mcq_accuracy_reward, oe_accuracy_reward
 
@@ -22,6 +23,7 @@ __all__ = [
     "HFCaptioner",
     "ImageConsistencyReward",
     "ImageReward",
+    "SceneReward",
     "SelfCaptioner",
     "Spice",
     "TextImageMatchingReward",
