@@ -76,7 +76,7 @@ BAD_SETTINGS = [
     ({"lr": "fast"}, "model.lr must be a number, got 'fast'"),
     ({"mu": 0}, "model.mu must be at least 1"),
     ({"beta": -0.1}, "model.beta must not be negative"),
-    ({"aggregation": "mean"}, r"model.aggregation must be one of \('token', 'sequence'\), got 'mean'"),
+    ({"aggregation": "mean"}, r"model.aggregation must be one of \('token', 'sequence', 'constant'\), got 'mean'"),
 ]
 
 

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Literal
 
 import lightning as L
@@ -20,7 +21,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from corl.data.schema import ExampleBatch
 from corl.modules.decoding import DecodeMode
-from corl.modules.grpo import AdvantageScale, Aggregation, fill_unscored, group_advantages, policy_loss
+from corl.modules.grpo import (
+    AdvantageScale,
+    Aggregation,
+    ImportanceLevel,
+    fill_unscored,
+    group_advantages,
+    masked_mean,
+    policy_loss,
+)
 from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media
 from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
@@ -66,7 +75,13 @@ class CoRLModule(L.LightningModule):
         beta: KL penalty weight; the frozen reference is only built when it is > 0.
         eps_low: lower clip range of the ratio.
         eps_high: upper clip range of the ratio.
-        aggregation: ``token`` (mean over all valid tokens) or ``sequence`` (per sequence first).
+        aggregation: ``token`` (mean over all valid tokens), ``sequence`` (per sequence first) or
+            ``constant`` (Dr. GRPO: the sum over valid tokens divided by rows times the task's length
+            limit, ``max_completion_tokens`` for answers and the image-token count for images).
+        importance_sampling_level: ``token`` (a ratio per token) or ``sequence`` (GSPO: one ratio
+            per sequence, the exp of its mean token log-ratio, clipped the same way).
+        mask_truncated_completions: answers cut off by ``max_completion_tokens`` (no EOS) get no
+            loss (DAPO's overlong filtering); they still count in the rewards and advantages.
         mu: optimisation passes over each rollout, one optimiser step each; Lightning's
             ``global_step`` and ``trainer.max_steps`` count optimiser steps, so mu steps per batch.
         micro_batch_size: rollout rows per forward/backward in the update, and per forward of the
@@ -113,6 +128,8 @@ class CoRLModule(L.LightningModule):
         eps_low: float = 0.2,
         eps_high: float = 0.2,
         aggregation: Aggregation = "token",
+        importance_sampling_level: ImportanceLevel = "token",
+        mask_truncated_completions: bool = False,
         mu: int = 1,
         micro_batch_size: int = 16,
         lr: float = 4e-6,
@@ -322,6 +339,8 @@ class CoRLModule(L.LightningModule):
                 batch.qa_problem, batch.qa_type, batch.real_image
             )
             text = self.policy.sample_texts(ids, mask, image_embeds, g, temperature=0.0 if evaluation else None)
+            if self.hparams.mask_truncated_completions and not evaluation:  # DAPO: cut-off answers get no loss
+                text = replace(text, trained=text.completion_ends_with_eos.clone())
         else:
             real = self.policy.pixel_values(batch.real_image)
         if "image" in tasks:
@@ -356,11 +375,14 @@ class CoRLModule(L.LightningModule):
             self.log(f"val/{reward.name}", mean, on_step=False, on_epoch=True, batch_size=values.numel(),
                      sync_dist=True)
 
-    def _logprobs(self, rollout: Rollout, reference=None, rows: torch.Tensor | None = None):
-        """Training log-probs of the (sub-)rollout's image and text tokens; None for an absent task."""
+    def _logprobs(self, rollout: Rollout, reference=None, rows: torch.Tensor | None = None, with_entropy=False):
+        """Training log-probs of the (sub-)rollout's image and text tokens; None for an absent task.
+
+        ``with_entropy`` gives ``(logps, entropy)`` pairs instead, from the same forward.
+        """
         image, text = rollout.part("image", rows), rollout.part("text", rows)
-        image_logps = self.policy.image_logprobs(image, reference) if image is not None else None
-        text_logps = self.policy.text_logprobs(text, reference) if text is not None else None
+        image_logps = self.policy.image_logprobs(image, reference, with_entropy) if image is not None else None
+        text_logps = self.policy.text_logprobs(text, reference, with_entropy) if text is not None else None
         return image_logps, text_logps
 
     @torch.no_grad()
@@ -474,22 +496,27 @@ class CoRLModule(L.LightningModule):
         """Loss of the pairs in ``rows``: image-token term + text-token term, both with A_i.
 
         Each term is weighted by the micro-batch's share of the rollout's tokens (``token``
-        aggregation) or rows (``sequence``), so the micro-batches add up to the full-batch loss.
+        aggregation) or rows (``sequence``, ``constant``), so the micro-batches add up to the
+        full-batch loss. The entropy of the sampling distributions comes from the same forward.
         """
         hp = self.hparams
-        image_logps, text_logps = self._logprobs(rollout, rows=rows)
+        image_logps, text_logps = self._logprobs(rollout, rows=rows, with_entropy=True)
         loss = torch.zeros((), device=self.device)
         metrics: dict[str, torch.Tensor] = {}
-        for task, logps in (("image", image_logps), ("text", text_logps)):
-            if logps is None:
+        limits = {"image": self.policy.num_image_tokens, "text": hp.max_completion_tokens}
+        for task, result in (("image", image_logps), ("text", text_logps)):
+            if result is None:
                 continue
+            logps, spread = result
             part = rollout.part(task, rows)
             ref = rollout.ref_logps(task)
             task_loss, task_metrics = policy_loss(
                 logps, part.old_logps, advantages[rows], part.mask,
                 ref_logps=None if ref is None else ref[rows], beta=hp.beta,
                 eps_low=hp.eps_low, eps_high=hp.eps_high, aggregation=hp.aggregation,
+                importance_sampling_level=hp.importance_sampling_level, max_length=limits[task],
             )
+            task_metrics["entropy"] = masked_mean(spread, part.mask)
             tokens, total_tokens = int(part.mask.sum()), totals[task][0]
             share = tokens / max(total_tokens, 1) if hp.aggregation == "token" else len(rows) / totals[task][1]
             loss = loss + share * task_loss

@@ -11,7 +11,8 @@ from typing import Literal
 import torch
 
 AdvantageScale = Literal["group", "batch", "none"]
-Aggregation = Literal["token", "sequence"]
+Aggregation = Literal["token", "sequence", "constant"]
+ImportanceLevel = Literal["token", "sequence"]
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -82,6 +83,8 @@ def policy_loss(
     eps_low: float = 0.2,
     eps_high: float = 0.2,
     aggregation: Aggregation = "token",
+    importance_sampling_level: ImportanceLevel = "token",
+    max_length: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped GRPO surrogate with an optional k3 KL penalty.
 
@@ -95,7 +98,13 @@ def policy_loss(
         eps_low: the ratio is clipped from below at ``1 - eps_low``.
         eps_high: the ratio is clipped from above at ``1 + eps_high``.
         aggregation: ``"token"`` averages over all valid tokens of the batch, ``"sequence"``
-            averages within each sequence first, then over sequences.
+            averages within each sequence first, then over sequences, ``"constant"`` (Dr. GRPO) sums
+            over the valid tokens and divides by ``rows * max_length``, so no length biases the update.
+        importance_sampling_level: ``"token"`` clips each token's ratio; ``"sequence"`` (GSPO) uses
+            one ratio per sequence, exp of the mean over its valid tokens of ``logps - old_logps``,
+            for all its tokens, clipped in the same way.
+        max_length: the length limit of the task (``max_completion_tokens`` for answers, the number of
+            image tokens for images); needed by the ``"constant"`` aggregation.
 
     Returns:
         The scalar loss and detached metrics (``clip_fraction``, ``kl``, ``ratio`` and its range over
@@ -104,6 +113,11 @@ def policy_loss(
     mask = mask.bool()
     # Padding may hold arbitrary log-probs; zero the log-ratio there so no inf/nan reaches the grad.
     log_ratio = torch.where(mask, logps - old_logps.detach(), torch.zeros_like(logps))
+    if importance_sampling_level == "sequence":  # GSPO: the length-normalised sequence ratio for every token
+        log_ratio = masked_mean(log_ratio, mask, dim=1).unsqueeze(1).expand_as(log_ratio)
+    elif importance_sampling_level != "token":
+        raise ValueError(f"unknown importance_sampling_level {importance_sampling_level!r}; expected 'token' or "
+                         "'sequence'")
     ratio = torch.exp(log_ratio)
     adv = advantages.detach().unsqueeze(1).to(logps.dtype)  # [B, 1]
     unclipped = ratio * adv
@@ -119,8 +133,12 @@ def policy_loss(
         loss = masked_mean(per_token, mask)
     elif aggregation == "sequence":
         loss = masked_mean(per_token, mask, dim=1).mean()
+    elif aggregation == "constant":
+        if max_length is None or max_length < 1:
+            raise ValueError("the 'constant' aggregation (Dr. GRPO) needs the task's max_length")
+        loss = torch.where(mask, per_token, 0.0).sum() / (per_token.shape[0] * max_length)
     else:
-        raise ValueError(f"unknown aggregation {aggregation!r}; expected 'token' or 'sequence'")
+        raise ValueError(f"unknown aggregation {aggregation!r}; expected 'token', 'sequence' or 'constant'")
     with torch.no_grad():
         # The clip is active where min() picked the clipped term: ratio past the bound in the
         # direction the advantage pushes.

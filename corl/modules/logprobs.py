@@ -31,31 +31,43 @@ def sample_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor
     return torch.multinomial(probs, 1).squeeze(-1)
 
 
+def entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Entropy ``[...]`` of softmax(logits / T) over the last dimension, in float32, without gradient."""
+    with torch.no_grad():
+        scaled = logits.float() / (temperature if temperature > 0 else 1.0)
+        return scaled.logsumexp(dim=-1) - (scaled.softmax(dim=-1) * scaled).sum(dim=-1)
+
+
 def chunked_token_logps(
     hidden: torch.Tensor,
     tokens: torch.Tensor,
     logits_fn: Callable[[torch.Tensor], torch.Tensor],
     temperature: float,
     chunk_tokens: int = 1024,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``[R, N]`` log-probs of ``tokens`` from hidden states ``[B, N, D]``, a chunk of positions at a time.
 
     ``logits_fn`` maps a chunk of hidden states ``[B, n, D]`` to the logits ``[R, n, V]`` the tokens
     were sampled from (a head, or a head and the CFG mix of conditional and unconditional rows).
     Each chunk covers about ``chunk_tokens`` of the R rows' positions. With autograd on, each chunk
     is recomputed in backward instead of keeping its logits, so memory holds one chunk's logits.
+    Also returns the entropy ``[R, N]`` of each sampling distribution (no gradient), taken from the
+    same logits: no extra pass.
     """
     rows, length = tokens.shape
     step = max(1, chunk_tokens // max(rows, 1))
 
-    def chunk(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return token_logps(logits_fn(states), targets, temperature)
+    def chunk(states: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = logits_fn(states)
+        return token_logps(logits, targets, temperature), entropy(logits, temperature)
 
-    parts = []
+    logps, entropies = [], []
     for start in range(0, length, step):
         states, targets = hidden[:, start : start + step], tokens[:, start : start + step]
         if torch.is_grad_enabled() and states.requires_grad:
-            parts.append(checkpoint(chunk, states, targets, use_reentrant=False))
+            part, spread = checkpoint(chunk, states, targets, use_reentrant=False)
         else:
-            parts.append(chunk(states, targets))
-    return torch.cat(parts, dim=1)
+            part, spread = chunk(states, targets)
+        logps.append(part)
+        entropies.append(spread)
+    return torch.cat(logps, dim=1), torch.cat(entropies, dim=1)

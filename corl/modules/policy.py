@@ -230,10 +230,12 @@ class JanusPolicy(nn.Module):
         """VQ-decode image tokens ``[R, N]`` to pixels ``[R, 3, H, W]`` in [-1, 1], on the device."""
         return self.model.model.vqmodel.decode(tokens).float().clamp(-1.0, 1.0)
 
-    def image_logprobs(self, rollout: ImageRollout, reference: nn.ModuleDict | None = None) -> torch.Tensor:
+    def image_logprobs(self, rollout: ImageRollout, reference: nn.ModuleDict | None = None,
+                       with_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Training log-probs ``[R, N]`` of the rollout's image tokens: one forward per micro-batch.
 
         With ``reference`` (from ``make_reference``) the same tokens are scored by the frozen copy.
+        ``with_entropy`` also returns each sampling distribution's entropy ``[R, N]`` (no gradient).
         """
         weights = reference if reference is not None else self.trained_modules()
         n = rollout.tokens.shape[1]
@@ -253,7 +255,9 @@ class JanusPolicy(nn.Module):
             out = head(states).float()
             return self._guided(*out.chunk(2)) if self.image_logprob_mode == "cfg" else out
 
-        return chunked_token_logps(hidden, rollout.tokens, logits, self.image_temperature, self.logprob_chunk_tokens)
+        logps, spread = chunked_token_logps(hidden, rollout.tokens, logits, self.image_temperature,
+                                            self.logprob_chunk_tokens)
+        return (logps, spread) if with_entropy else logps
 
     # -------------------------------------------------------------------------------- text side
     @torch.no_grad()
@@ -364,8 +368,12 @@ class JanusPolicy(nn.Module):
             padded[row, : len(tokens)], mask[row, : len(tokens)] = torch.tensor(tokens), 1
         return padded.to(self.device), mask.to(self.device)
 
-    def text_logprobs(self, rollout: TextRollout, reference: nn.ModuleDict | None = None) -> torch.Tensor:
-        """Training log-probs ``[R, T]`` of the rollout's answer tokens: one forward per micro-batch."""
+    def text_logprobs(self, rollout: TextRollout, reference: nn.ModuleDict | None = None,
+                      with_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Training log-probs ``[R, T]`` of the rollout's answer tokens (0 off the mask): one forward per micro-batch.
+
+        ``with_entropy`` also returns each sampling distribution's entropy ``[R, T]`` (no gradient).
+        """
         weights = reference if reference is not None else self.trained_modules()
         length = rollout.prompt_ids.shape[1]
         t = rollout.completion_ids.shape[1]
@@ -375,6 +383,7 @@ class JanusPolicy(nn.Module):
         embeds = torch.cat([prompt, answer], dim=1)
         mask = torch.cat([rollout.prompt_mask, rollout.prompt_mask.new_ones(prompt.shape[0], t - 1)], dim=1)
         hidden = self._forward(embeds, mask, weights["llm"])[:, length - 1 :]
-        logps = chunked_token_logps(hidden, rollout.completion_ids, weights["lm_head"], self.text_temperature,
-                                    self.logprob_chunk_tokens)
-        return logps.masked_fill(~rollout.mask, 0.0)
+        logps, spread = chunked_token_logps(hidden, rollout.completion_ids, weights["lm_head"], self.text_temperature,
+                                            self.logprob_chunk_tokens)
+        logps = logps.masked_fill(~rollout.mask, 0.0)
+        return (logps, spread) if with_entropy else logps

@@ -45,21 +45,20 @@ class TextRollout:
     old_logps: torch.Tensor  # [R, T] sampling log-probs
     texts: list[str]  # R decoded completions, special tokens removed
     completion_ends_with_eos: torch.Tensor  # [R] bool: stopped by EOS, not by the length limit
+    trained: torch.Tensor | None = None  # [R] bool: rows that count in the loss (None: all)
 
     def rows(self, rows: torch.Tensor) -> TextRollout:
         """The sub-rollout of the given rows; ``image_embeds`` stays per example."""
-        sub = _take_rows(
-            self,
-            rows,
-            ("prompt_ids", "prompt_mask", "example_index", "completion_ids", "completion_mask", "old_logps",
-             "completion_ends_with_eos"),
-        )
+        per_row = ("prompt_ids", "prompt_mask", "example_index", "completion_ids", "completion_mask", "old_logps",
+                   "completion_ends_with_eos")
+        sub = _take_rows(self, rows, per_row + (("trained",) if self.trained is not None else ()))
         return replace(sub, texts=[self.texts[i] for i in rows.tolist()])
 
     @property
     def mask(self) -> torch.Tensor:
-        """[R, T] true on completion tokens that count."""
-        return self.completion_mask.bool()
+        """[R, T] true on completion tokens that count in the loss."""
+        mask = self.completion_mask.bool()
+        return mask if self.trained is None else mask & self.trained[:, None]
 
 
 @dataclass

@@ -11,7 +11,8 @@ from typing import Any
 
 CHOICES = {
     "advantage_scale": ("group", "batch", "none"),
-    "aggregation": ("token", "sequence"),
+    "aggregation": ("token", "sequence", "constant"),
+    "importance_sampling_level": ("token", "sequence"),
     "image_logprob_mode": ("cfg", "conditional"),
     "lr_schedule": ("constant", "cosine"),
     "decode": ("auto", "eager", "captured"),

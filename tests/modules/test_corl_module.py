@@ -266,3 +266,32 @@ def test_replayed_old_logprobs_make_the_first_ratio_exactly_one(quiet_trainer):
         assert 0 <= steps[0][f"{task}/replay_gap"] < 1e-4  # float32: sampling and training agree anyway
     with pytest.raises(ValueError, match="model.old_logps must be one of"):
         module(text_rewards=[TextReward("format")], old_logps="recompute")
+
+
+def test_truncated_answers_get_no_loss_but_keep_their_reward():
+    m = module(text_rewards=[TextReward(text_constant([1.0, 0.0, 0.5, 1.0]), name="t")],
+               mask_truncated_completions=True, max_completion_tokens=4)
+    b = batch()
+    rollout = m.rollout(b)
+    ends = rollout.text.completion_ends_with_eos
+    assert not ends.all(), "a random tiny model rarely stops within 4 tokens"
+    assert (rollout.text.mask.sum(1) == torch.where(ends, rollout.text.completion_mask.sum(1), 0)).all()
+    assert rollout.token_counts()["text"][0] == int(rollout.text.mask.sum())
+    # Truncated rows pass no gradient: their advantage does not reach the weights.
+    advantages = torch.zeros(4)
+    advantages[(~ends).nonzero()[0]] = 1.0
+    loss, _ = m.micro_batch_loss(rollout, advantages, rollout.rows(), rollout.token_counts())
+    loss.backward()
+    assert float(loss) == 0.0
+    assert all(p.grad is None or not p.grad.any() for p in m.policy.llm.parameters())
+
+
+@pytest.mark.parametrize("options", [{"importance_sampling_level": "sequence"}, {"aggregation": "constant"}])
+def test_loss_variants_train_and_log_entropy(quiet_trainer, options):
+    L.seed_everything(0)
+    m = module(image_rewards=[Constant([0.0, 1.0] * 4)], text_rewards=[TextReward("format")], **options)
+    _, steps = fit(quiet_trainer, m, 2)
+    for task in ("image", "text"):
+        assert steps[0][f"{task}/ratio"] == pytest.approx(1.0, abs=1e-5)
+        assert steps[0][f"{task}/entropy"] > 0
+    assert math.isfinite(steps[-1]["loss/total"])

@@ -138,3 +138,44 @@ def test_fill_unscored_uses_the_groups_mean_of_the_scored():
     # (nan, 0.2) -> 0.2; (0.4, 1.0) unchanged; (nan, 0.0) -> 0.0; (nan, nan) -> 0 for both.
     filled = fill_unscored(values, 2)
     torch.testing.assert_close(filled, torch.tensor([0.2, 0.2, 0.4, 1.0, 0.0, 0.0, 0.0, 0.0]))
+
+
+def test_gspo_uses_one_length_normalised_ratio_per_sequence():
+    # One sequence, two valid tokens and a pad: log-ratios 0.1 and 0.3, so s = exp((0.1 + 0.3) / 2) = exp(0.2)
+    # = 1.221403 for both tokens (inside the clip range 1 +- 0.5). Loss (token mean, A = 1) = (-s - s) / 2 = -s,
+    # and s depends on each valid logp through the mean: d loss / d logp_t = -s * 1/2 = -0.610701 for both
+    # (the token-level ratio would give -e^0.1/2 and -e^0.3/2 instead).
+    logps = torch.tensor([[0.1, 0.3, 5.0]], requires_grad=True)
+    old = torch.zeros(1, 3)
+    mask = torch.tensor([[True, True, False]])
+    loss, metrics = policy_loss(logps, old, torch.tensor([1.0]), mask, eps_low=0.5, eps_high=0.5,
+                                importance_sampling_level="sequence")
+    assert loss.item() == pytest.approx(-math.exp(0.2), abs=1e-6)
+    loss.backward()
+    torch.testing.assert_close(logps.grad, torch.tensor([[-math.exp(0.2) / 2, -math.exp(0.2) / 2, 0.0]]))
+    assert metrics["ratio_min"].item() == pytest.approx(math.exp(0.2)) == metrics["ratio_max"].item()
+
+
+def test_gspo_clips_the_sequence_ratio():
+    # s = exp(0.4) = 1.4918 > 1 + 0.2 with A > 0: the clipped term wins, constant, no gradient.
+    logps = torch.tensor([[0.2, 0.6]], requires_grad=True)
+    loss, metrics = policy_loss(logps, torch.zeros(1, 2), torch.tensor([1.0]), torch.ones(1, 2, dtype=torch.bool),
+                                importance_sampling_level="sequence")
+    assert loss.item() == pytest.approx(-1.2)
+    loss.backward()
+    assert torch.equal(logps.grad, torch.zeros(1, 2)) and metrics["clip_fraction"].item() == 1.0
+
+
+def test_dr_grpo_constant_aggregation_divides_by_rows_times_max_length():
+    # Ratio 1 everywhere, so each valid token's loss is -A: row 0 (A = 1) has 3 valid tokens, row 1 (A = -2)
+    # one. Sum = -3 + 2 = -1; rows x max_length = 2 x 4 = 8, loss = -1/8. Gradient -A/8 on valid tokens.
+    logps = torch.zeros(2, 4, requires_grad=True)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    loss, _ = policy_loss(logps, torch.zeros(2, 4), torch.tensor([1.0, -2.0]), mask, aggregation="constant",
+                          max_length=4)
+    assert loss.item() == pytest.approx(-1 / 8)
+    loss.backward()
+    expected = torch.tensor([[-1 / 8, -1 / 8, -1 / 8, 0.0], [2 / 8, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(logps.grad, expected)
+    with pytest.raises(ValueError, match="max_length"):
+        policy_loss(logps, torch.zeros(2, 4), torch.tensor([1.0, -2.0]), mask, aggregation="constant")
