@@ -79,3 +79,8 @@ class KillAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step:
             os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def constant_for_counting(completions, qa_problem, **columns):
+    """A text reward with no advantage on counting questions (the same for every answer), for dynamic sampling."""
+    return [1.0 if "How many" in q else float(len(c) % 5) for c, q in zip(completions, qa_problem, strict=True)]

@@ -52,6 +52,15 @@ def test_two_process_ddp_keeps_ranks_identical_and_groups_whole(tmp_path):
     check_data_parallel(train_two_ranks(tmp_path, "--trainer.strategy", "ddp"))
 
 
+def test_two_process_ddp_with_dynamic_sampling_keeps_ranks_in_step(tmp_path):
+    # Ranks see different examples, so they need different numbers of further rollouts: they must still
+    # train the same number of groups per step (no hang) and end with identical weights.
+    rewards = ["--model.image_rewards", "null", "--model.text_rewards",
+               '[{"fn": "rank_probe:constant_for_counting"}]', "--model.dynamic_sampling", "true",
+               "--model.max_resample_rounds", "2", "--data.questions", "oe"]
+    check_data_parallel(train_two_ranks(tmp_path, "--trainer.strategy", "ddp", *rewards))
+
+
 @pytest.mark.filterwarnings("ignore")
 def test_two_process_fsdp_shards_trains_and_exports(tmp_path):
     # configs/fsdp.yaml as shipped, in float32 (bf16 autocast is slow on CPUs), with the KL reference

@@ -12,7 +12,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from corl.data.procedural import ProceduralExamples
 from corl.data.readers import ExampleFiles
 from corl.data.sampling import ResumableBatches
-from corl.data.schema import Kind, collate_examples
+from corl.data.schema import ExampleBatch, Kind, collate_examples
 
 
 class ExampleDataModule(L.LightningDataModule):
@@ -62,6 +62,8 @@ class ExampleDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
+        self._extra: ResumableBatches | None = None  # the stream of further examples (dynamic sampling)
+        self._extra_state: dict[str, int] | None = None
 
     def _open(self, source: str, length: int, seed: int) -> Dataset:
         hp = self.hparams
@@ -111,6 +113,34 @@ class ExampleDataModule(L.LightningDataModule):
         return StatefulDataLoader(self.val_dataset, batch_size=self.hparams.batch_size, sampler=sampler,
                                   num_workers=self.hparams.num_workers, collate_fn=collate_examples,
                                   generator=self._generator())
+
+    def extra_batch(self) -> ExampleBatch:
+        """A batch of further examples (dynamic sampling), from this rank's own resumable stream.
+
+        The stream is shuffled by another seed than the training order, so it brings examples the
+        step has not seen; its position is ``extra_state()``, saved with every checkpoint.
+        """
+        self.setup()
+        if self._extra is None:
+            world, rank = self._ranks()
+            hp = self.hparams
+            self._extra = ResumableBatches(len(self.dataset), hp.batch_size, hp.seed + 104_729, True, world, rank)
+            if self._extra_state is not None:
+                self._extra.load_state_dict(self._extra_state)
+            self._extra_iter = iter(self._extra)
+        indices = next(self._extra_iter, None)
+        if indices is None:  # a pass ended: the next one starts
+            self._extra_iter = iter(self._extra)
+            indices = next(self._extra_iter)
+        return collate_examples([self.dataset[i] for i in indices])
+
+    def extra_state(self) -> dict[str, int] | None:
+        """Where the stream of further examples stands (None before its first use)."""
+        return None if self._extra is None else self._extra.state_dict()
+
+    def load_extra_state(self, state: dict[str, int] | None) -> None:
+        """Continue the stream of further examples where a checkpoint left it."""
+        self._extra, self._extra_state = None, state
 
     def _generator(self) -> torch.Generator:
         """A loader's own generator: opening it (worker seeds) must not draw from the training stream."""

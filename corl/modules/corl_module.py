@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from corl.data.schema import ExampleBatch
 from corl.modules.decoding import DecodeMode
+from corl.modules.dynamic_sampling import combine, informative_groups, pick_groups
 from corl.modules.grpo import (
     AdvantageScale,
     Aggregation,
@@ -82,6 +83,11 @@ class CoRLModule(L.LightningModule):
             per sequence, the exp of its mean token log-ratio, clipped the same way).
         mask_truncated_completions: answers cut off by ``max_completion_tokens`` (no EOS) get no
             loss (DAPO's overlong filtering); they still count in the rewards and advantages.
+        dynamic_sampling: DAPO's dynamic sampling: groups whose rewards are all equal (no advantage)
+            are replaced by informative groups rolled out from further examples; a step always keeps
+            ``data.batch_size`` groups, so every rank takes the same steps (logged:
+            ``dynamic/left_out_fraction``, ``dynamic/rounds``).
+        max_resample_rounds: the most further rollouts per step under dynamic sampling.
         mu: optimisation passes over each rollout, one optimiser step each; Lightning's
             ``global_step`` and ``trainer.max_steps`` count optimiser steps, so mu steps per batch.
         micro_batch_size: rollout rows per forward/backward in the update, and per forward of the
@@ -130,6 +136,8 @@ class CoRLModule(L.LightningModule):
         aggregation: Aggregation = "token",
         importance_sampling_level: ImportanceLevel = "token",
         mask_truncated_completions: bool = False,
+        dynamic_sampling: bool = False,
+        max_resample_rounds: int = 3,
         mu: int = 1,
         micro_batch_size: int = 16,
         lr: float = 4e-6,
@@ -247,6 +255,7 @@ class CoRLModule(L.LightningModule):
             "loader": [loader.state_dict()] if hasattr(loader, "state_dict") else [],
             "skipped_reading": self.skipped_reading,
             "skipped_steps": self.skipped_steps,
+            "extra_examples": getattr(self.trainer.datamodule, "extra_state", lambda: None)(),
         }
         checkpoint[RANK_STATES] = gather_from_ranks(state)
 
@@ -264,6 +273,8 @@ class CoRLModule(L.LightningModule):
         if mine["loader"] and "combined_loader" in fit_loop:
             fit_loop["combined_loader"] = mine["loader"]  # Lightning saved only the writing rank's
         self.skipped_reading, self.skipped_steps = mine["skipped_reading"], mine["skipped_steps"]
+        if hasattr(self.trainer.datamodule, "load_extra_state"):  # dynamic sampling's stream of further examples
+            self.trainer.datamodule.load_extra_state(mine.get("extra_examples"))
         self._resumed_rng = mine["rng"]
 
     def on_train_batch_start(self, batch: ExampleBatch, batch_idx: int) -> None:
@@ -276,17 +287,28 @@ class CoRLModule(L.LightningModule):
         """Rollout -> rewards -> advantages -> mu clipped GRPO updates -> logs."""
         self.skipped_reading += batch.skipped
         timer = time.perf_counter()
+        tasks = self.tasks_at(self.global_step // self.hparams.mu)
+        rounds, rollout_time, reward_time = [], 0.0, 0.0
         with self.rollout_mode():  # rewards such as the self-captioner decode with the policy too
-            rollout = self.rollout(batch, self.tasks_at(self.global_step // self.hparams.mu))
-            rollout_time, timer = time.perf_counter() - timer, time.perf_counter()
-            rewards = self.score(rollout, batch)
-            reward_time, timer = time.perf_counter() - timer, time.perf_counter()
+            while True:
+                rollout = self.rollout(batch, tasks)
+                rollout_time, timer = rollout_time + time.perf_counter() - timer, time.perf_counter()
+                rewards = self.score(rollout, batch)
+                reward_time, timer = reward_time + time.perf_counter() - timer, time.perf_counter()
+                rounds.append((rollout, rewards, batch))
+                if not self._needs_more_groups(rounds):
+                    break
+                batch = self.trainer.datamodule.extra_batch()  # new examples, this rank's own stream
+                self.skipped_reading += batch.skipped
+        dynamic = {}
+        if self.hparams.dynamic_sampling:
+            rollout, rewards, batch, dynamic = self._keep_informative(rounds)
         hp = self.hparams
         advantages = group_advantages(rewards["total"], hp.group_size, hp.advantage_scale, hp.advantage_eps)
         update_stats = self.update(rollout, advantages, rewards)
         update_time = time.perf_counter() - timer
 
-        stats = {**reward_stats(rewards, advantages), **update_stats, **rollout.stats()}
+        stats = {**reward_stats(rewards, advantages), **update_stats, **rollout.stats(), **dynamic}
         stats.update({
             "time/rollout": rollout_time,
             "time/rewards": reward_time,
@@ -306,6 +328,23 @@ class CoRLModule(L.LightningModule):
         if every and batch_idx % every == 0:
             captions = next((r.last_captions for r in self.image_rewards if getattr(r, "last_captions", None)), None)
             log_media(self.logger, self.logging_step(), batch, rollout, rewards, hp.group_size, captions)
+
+    def _needs_more_groups(self, rounds: list) -> bool:
+        """Dynamic sampling: another round while fewer than ``batch_size`` groups inform and rounds are left."""
+        hp = self.hparams
+        if not hp.dynamic_sampling or len(rounds) > hp.max_resample_rounds:
+            return False
+        found = sum(int(informative_groups(r["total"], hp.group_size).sum()) for _, r, _ in rounds)
+        return found < len(rounds[0][2])
+
+    def _keep_informative(self, rounds: list) -> tuple[Rollout, dict[str, torch.Tensor], ExampleBatch, dict]:
+        """The step's groups from all rounds (informative first, always ``batch_size`` of them), and stats."""
+        flags = [informative_groups(r["total"], self.hparams.group_size) for _, r, _ in rounds]
+        wanted = len(rounds[0][2])
+        rollout, rewards, batch = combine(rounds, pick_groups(flags, wanted), self.policy.tokenizer.pad_token_id)
+        seen, informative = sum(len(f) for f in flags), sum(int(f.sum()) for f in flags)
+        stats = {"dynamic/left_out_fraction": 1.0 - informative / seen, "dynamic/rounds": float(len(rounds) - 1)}
+        return rollout, rewards, batch, stats
 
     def logging_step(self) -> int:
         """The step this batch's scalars are logged at: Lightning counts batches, not the mu optimiser steps."""

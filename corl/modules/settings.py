@@ -21,7 +21,7 @@ CHOICES = {
 AT_LEAST_ONE = ("group_size", "micro_batch_size", "mu", "max_completion_tokens", "logprob_chunk_tokens")
 NOT_NEGATIVE = ("beta", "eps_low", "eps_high", "image_temperature", "text_temperature", "weight_decay",
                 "warmup_steps", "grad_clip", "advantage_eps", "max_skipped_steps", "alternate_every",
-                "log_media_every_n_steps")
+                "log_media_every_n_steps", "max_resample_rounds")
 
 
 def check_settings(settings: dict[str, Any]) -> None:

@@ -195,13 +195,13 @@ def nan_once(m, monkeypatch, calls_to_poison=(1,)):
     """The training forward of the text task returns NaN log-probs on the given calls (counted from 1)."""
     real, calls = m.policy.text_logprobs, []
 
-    def poisoned(rollout, reference=None):
-        logps = real(rollout, reference)
+    def poisoned(rollout, reference=None, with_entropy=False):
+        logps, entropy = real(rollout, reference, with_entropy=True)
         if reference is None and torch.is_grad_enabled():
             calls.append(1)
             if len(calls) in calls_to_poison:
-                return logps * float("nan")
-        return logps
+                logps = logps * float("nan")
+        return (logps, entropy) if with_entropy else logps
 
     monkeypatch.setattr(m.policy, "text_logprobs", poisoned)
 
