@@ -242,9 +242,9 @@ def test_reference_logprobs_are_taken_per_micro_batch(monkeypatch):
     sizes = []
 
     def counted(real):
-        def logprobs(part, reference=None):
+        def logprobs(part, reference=None, with_entropy=False):
             sizes.append(part.prompt_ids.shape[0])
-            return real(part, reference)
+            return real(part, reference, with_entropy)
 
         return logprobs
 

@@ -55,7 +55,7 @@ def test_sft_lowers_both_losses_and_stage_one_starts_from_it(tmp_path, quiet_tra
     trainer, metrics = quiet_trainer(15, [checkpoint], enable_checkpointing=True)
     trainer.fit(module, ExampleDataModule(batch_size=4, length=4, image_size=64))  # one batch, seen 15 times
     image, text = metrics.values("sft/image_loss"), metrics.values("sft/text_loss")
-    assert image[-1] < image[0] - 0.5 and text[-1] < text[0] / 2, (image, text)
+    assert image[-1] < image[0] - 0.5 and text[-1] < text[0] - 1.5, (image, text)  # nats per token
     for key, value in module.policy.model.model.vqmodel.state_dict().items():
         assert torch.equal(value, frozen_vq[key]), "the VQ codebook the image tokens index stays fixed"
     state, hparams = read_checkpoint(tmp_path / "last.ckpt")
