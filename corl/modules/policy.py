@@ -84,6 +84,7 @@ class JanusPolicy(nn.Module):
         self.image_logprob_mode = image_logprob_mode
         self.logprob_chunk_tokens = logprob_chunk_tokens
         self.decode, self.prefill_once = decode, prefill_once
+        self._decode_loops: dict[tuple[str, str], DecodeLoop] = {}
         resolve_mode(decode, torch.device("cuda"))  # refuses an unknown mode now, not at the first rollout
         self.prompts = JanusPrompts(processor, self.num_image_tokens)
         # Only the LLM (with its text head) learns; vision tower, aligners, VQ model, generation
@@ -147,8 +148,23 @@ class JanusPolicy(nn.Module):
         out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False)
         return out.last_hidden_state
 
-    def _decode_loop(self, logits_fn) -> DecodeLoop:
-        return DecodeLoop(self.llm, logits_fn, resolve_mode(self.decode, self.device))
+    def _decode_loop(self, task: str) -> DecodeLoop:
+        """The task's decode loop, kept across rollouts so a captured step is compiled once per shape."""
+        mode = resolve_mode(self.decode, self.device)
+        key = (task, mode)
+        if key not in self._decode_loops:
+            logits_fn = self._image_step_logits if task == "image" else self._text_step_logits
+            self._decode_loops[key] = DecodeLoop(self.llm, logits_fn, mode)
+        return self._decode_loops[key]
+
+    def _image_step_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[2R, D]`` (conditional; unconditional rows) -> conditional and guided logits ``[2R, V]``."""
+        cond, uncond = self.model.model.generation_head(hidden).float().chunk(2)
+        return torch.cat([cond, self._guided(cond, uncond)])
+
+    def _text_step_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[R, D]`` -> the text head's logits ``[R, V]``."""
+        return self.model.lm_head(hidden).float()
 
     def _prompt_rows(self, prompts: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(example [R], prefilled [P], continues [R])`` for ``R = prompts * G`` decoded rows.
@@ -170,8 +186,8 @@ class JanusPolicy(nn.Module):
         The conditional prompt is the processor's image-mode prompt: no system prompt, ending in
         ``<begin_of_image>``.
         """
-        enc = self.prompts.encode([[{"type": "text", "text": p}] for p in prompts], "image")
-        ids, mask = enc.ids.to(self.device), enc.mask.to(self.device)
+        enc = self.prompts.encode([[{"type": "text", "text": p}] for p in prompts], "image").to(self.device)
+        ids, mask = enc.ids, enc.mask
         boi = self.tokenizer.convert_tokens_to_ids(self.processor.image_start_token)
         keep = (ids == self.tokenizer.bos_token_id) | (ids == boi)
         uncond = torch.where(keep | (mask == 0), ids, torch.full_like(ids, self.tokenizer.pad_token_id))
@@ -193,12 +209,7 @@ class JanusPolicy(nn.Module):
         tokens = ids.new_zeros(r, n)
         sample_logps = torch.zeros(r, n, device=ids.device)
         cond_logps = torch.zeros_like(sample_logps)
-        head = self.model.model.generation_head
         step = 0
-
-        def logits_fn(hidden: torch.Tensor) -> torch.Tensor:  # [2R, D] -> conditional and guided logits [2R, V]
-            logits = head(hidden).float()
-            return torch.cat([logits[:r], self._guided(logits[:r], logits[r:])])
 
         def next_fn(logits: torch.Tensor) -> tuple[torch.Tensor, None]:
             nonlocal step
@@ -214,7 +225,7 @@ class JanusPolicy(nn.Module):
         both_ids = torch.cat([prompt_ids[prefilled], prompt_uncond[prefilled]])
         both_mask = torch.cat([prompt_mask[prefilled], prompt_mask[prefilled]])
         both_rows = torch.cat([continues, continues + len(prefilled)])
-        self._decode_loop(logits_fn).run(self._embed_prompt(both_ids, None), both_mask, both_rows, n, next_fn)
+        self._decode_loop("image").run(self._embed_prompt(both_ids, None), both_mask, both_rows, n, next_fn)
         old = sample_logps if self.image_logprob_mode == "cfg" else cond_logps
         return ImageRollout(ids, mask, uncond, tokens, old, self.decode_images(tokens))
 
@@ -273,17 +284,16 @@ class JanusPolicy(nn.Module):
         """Ids, mask, image features ``[B, N_img, D]`` (tower run once per image) and pixels in [-1, 1]."""
         contents = [[{"type": "image"}, {"type": "text", "text": question_prompt(q, t)}]
                     for q, t in zip(questions, qa_types, strict=True)]
-        enc = self.prompts.encode(contents, "text")
+        enc = self.prompts.encode(contents, "text").to(self.device)
         pixels = self.pixel_values(images)
-        return enc.ids.to(self.device), enc.mask.to(self.device), self.image_features(pixels), pixels
+        return enc.ids, enc.mask, self.image_features(pixels), pixels
 
     @torch.no_grad()
     def describe(self, features: torch.Tensor, instruction: str, max_tokens: int) -> list[str]:
         """Greedy one-sentence captions of images given by their ``image_features`` ``[R, N_img, D]``."""
         content = [{"type": "image"}, {"type": "text", "text": instruction}]
-        enc = self.prompts.encode([content] * len(features), "text")
-        ids, mask = enc.ids.to(self.device), enc.mask.to(self.device)
-        rollout = self.sample_texts(ids, mask, features, 1, temperature=0.0, max_tokens=max_tokens)
+        enc = self.prompts.encode([content] * len(features), "text").to(self.device)
+        rollout = self.sample_texts(enc.ids, enc.mask, features, 1, temperature=0.0, max_tokens=max_tokens)
         return [text.strip() for text in rollout.texts]
 
     @torch.no_grad()
@@ -303,10 +313,10 @@ class JanusPolicy(nn.Module):
             ``states [R, L, D]``, ``image_mask [R, L]`` and ``text_mask [R, L]`` (bool).
         """
         contents = [[{"type": "image"}, {"type": "text", "text": prompt}] for prompt in prompts]
-        enc = self.prompts.encode(contents, "text")
+        enc = self.prompts.encode(contents, "text").to(self.device)
         spans = [self.prompts.part_span(content, 1, "text") for content in contents]
-        ids, mask = enc.ids.to(self.device), enc.mask.to(self.device)
-        text_mask = span_mask(enc, spans).to(self.device)
+        ids, mask = enc.ids, enc.mask
+        text_mask = span_mask(enc, spans)
         image_mask = ids == self.model.config.image_token_id
         embeds = self._embed_prompt(ids, features)
         return self._forward(embeds, mask, self.llm), image_mask, text_mask
@@ -349,8 +359,7 @@ class JanusPolicy(nn.Module):
             return self.llm.get_input_embeddings()(token).unsqueeze(1), finished
 
         embeds = self._embed_prompt(prompt_ids[prefilled], image_embeds[prefilled])
-        loop = self._decode_loop(lambda hidden: self.model.lm_head(hidden).float())
-        loop.run(embeds, prompt_mask[prefilled], continues, limit, next_fn)
+        self._decode_loop("text").run(embeds, prompt_mask[prefilled], continues, limit, next_fn)
         used = int(valid.sum(1).max().item()) if valid.any() else 1
         completion, valid, logps = completion[:, :used], valid[:, :used], logps[:, :used]
         texts = self.tokenizer.batch_decode(completion.masked_fill(~valid, pad), skip_special_tokens=True)

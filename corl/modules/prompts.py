@@ -31,6 +31,10 @@ class PromptBatch:
     offsets: torch.Tensor  # [B, L, 2] each token's character range in its text; (0, 0) for BOS and padding
     texts: list[str]  # [B] the texts that were tokenised (system prompt and expanded images included)
 
+    def to(self, device: torch.device) -> PromptBatch:
+        """The same prompts with their tensors on ``device``."""
+        return PromptBatch(self.ids.to(device), self.mask.to(device), self.offsets.to(device), self.texts)
+
 
 class JanusPrompts:
     """Chat texts and ids for Janus prompts, as the processor would make them.
@@ -85,7 +89,7 @@ class JanusPrompts:
 
 def span_mask(batch: PromptBatch, spans: list[tuple[int, int]]) -> torch.Tensor:
     """``[B, L]`` true on the tokens that carry characters of each row's span ``(start, end)``."""
-    bounds = torch.tensor(spans, dtype=batch.offsets.dtype).reshape(-1, 2)
+    bounds = torch.tensor(spans, dtype=batch.offsets.dtype, device=batch.offsets.device).reshape(-1, 2)
     first, last = batch.offsets[..., 0], batch.offsets[..., 1]  # [B, L]
     overlaps = (last > bounds[:, :1]) & (first < bounds[:, 1:])
     return overlaps & (last > first) & batch.mask.bool()

@@ -51,3 +51,12 @@ def test_decode_modes():
         resolve_mode("captured", torch.device("cpu"))
     with pytest.raises(ValueError, match="model.decode must be"):
         resolve_mode("fast", torch.device("cpu"))
+
+
+def test_each_task_keeps_one_decode_loop_across_rollouts(tiny_policy, scenes):
+    # A captured step is compiled per loop: a new loop every rollout would compile (and capture) every time.
+    policy = tiny_policy()
+    policy.sample_images([s.prompt for s in scenes], 2)
+    image_loop = policy._decode_loop("image")
+    policy.sample_images([s.prompt for s in scenes], 2)
+    assert policy._decode_loop("image") is image_loop and policy._decode_loop("text") is not image_loop
