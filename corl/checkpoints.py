@@ -1,7 +1,8 @@
 """Weights in and out: read a corl checkpoint or an exported folder, export, merge.
 
-Merging is pure arithmetic on state dicts (``linear_merge``, ``task_arithmetic``), so it is tested
-on small tensors; the file handling around it is thin.
+Merging is pure arithmetic on state dicts (``linear_merge``, ``task_arithmetic``, and for a LoRA
+run's adapters ``corl.modules.lora.merge_adapters``), so it is tested on small tensors; the file
+handling around it is thin.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 import torch
 
 from corl.checkpoint_io import complete_checkpoint
-from corl.modules.loading import load_janus
+from corl.modules.loading import DTYPES, load_janus
+from corl.modules.lora import merge_adapters, save_adapters
 
 POLICY_PREFIX = "policy.model."
 SHARDED_INDEX = ".metadata"  # torch.distributed.checkpoint's index of the shards
@@ -22,8 +24,17 @@ SHARDED_META = "meta.pt"  # Lightning's non-tensor state (hyper-parameters, loop
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The Janus state dict and the module's hyper-parameters of a corl (Lightning) checkpoint.
 
-    Either one file, or the folder of shards an FSDP run writes (``FullyShardedStrategy``).
+    Either one file, or the folder of shards an FSDP run writes (``FullyShardedStrategy``). A LoRA
+    run's adapters are merged into its base weights: the state dict is the plain model's, whatever
+    the run trained.
     """
+    state, hparams = read_policy_state(path)
+    lora = hparams.get("lora")
+    return (state if lora is None else merge_adapters(state, lora)), hparams
+
+
+def read_policy_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The policy's state dict as the run saved it (a LoRA run's adapters apart), and the hyper-parameters."""
     path = complete_checkpoint(path)
     if is_sharded_checkpoint(path):
         ckpt = {"state_dict": _read_sharded_weights(path, POLICY_PREFIX), **_load(path / SHARDED_META)}
@@ -135,3 +146,17 @@ def export(model, processor, out: str | Path) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def export_adapters(path: str | Path, out: str | Path, dtype: str = "float32") -> tuple[Path, str]:
+    """Write a LoRA run's adapters as a peft adapter folder; the folder, and the model they were trained on.
+
+    That model is the run's ``init_from`` if it had one, else its ``model``.
+    """
+    state, hparams = read_policy_state(path)
+    lora = hparams.get("lora")
+    if lora is None:
+        raise ValueError(f"{path} was not trained with model.lora, so it has no adapters: export the whole model "
+                         "(corl export without --adapters-only)")
+    base = hparams.get("init_from") or hparams.get("model", "tiny")
+    return save_adapters(state, lora, out, base, DTYPES[dtype]), base

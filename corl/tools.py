@@ -10,13 +10,20 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from corl.checkpoints import check_compatible, export, linear_merge, load_model, task_arithmetic
+from corl.checkpoints import check_compatible, export, export_adapters, linear_merge, load_model, task_arithmetic
 from corl.evaluate import add_parser as add_evaluate_parser
 from corl.modules.policy import JanusPolicy
 
 
 def export_command(args: argparse.Namespace) -> None:
     """Checkpoint -> transformers folder that ``JanusForConditionalGeneration.from_pretrained`` loads."""
+    if args.adapters_only:
+        try:
+            out, base = export_adapters(args.checkpoint, args.out, args.dtype)
+        except ValueError as err:
+            raise SystemExit(f"corl export --adapters-only: {err}") from err
+        print(f"exported the LoRA adapters of {args.checkpoint} to {out} (a peft adapter folder for {base})")
+        return
     model, processor = load_model(args.checkpoint, args.dtype)
     print(f"exported {args.checkpoint} to {export(model, processor, args.out)}")
 
@@ -82,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("export", help=export_command.__doc__)
     p.add_argument("checkpoint", help="a corl .ckpt file, or the .ckpt folder of an FSDP run")
     p.add_argument("out", help="output folder")
+    p.add_argument("--adapters-only", action="store_true",
+                   help="a LoRA run: write its adapters as a peft adapter folder instead of the merged model")
     p.set_defaults(run=export_command)
     p = commands.add_parser("merge", help=merge_command.__doc__)
     p.add_argument("models", nargs="+", help="corl checkpoints or exported folders")

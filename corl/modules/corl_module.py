@@ -33,9 +33,10 @@ from corl.modules.grpo import (
 )
 from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media
+from corl.modules.lora import LoRA
 from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
 from corl.modules.optim import adamw_with_schedule
-from corl.modules.policy import ImageLogprobMode, JanusPolicy
+from corl.modules.policy import FrozenModules, ImageLogprobMode, JanusPolicy
 from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
 from corl.modules.rollout import Rollout
 from corl.modules.settings import check_settings
@@ -73,7 +74,8 @@ class CoRLModule(L.LightningModule):
         text_weight: lambda, the weight of the text part of the paired reward.
         advantage_scale: ``group`` (std of the group), ``batch`` (std of the batch) or ``none``.
         advantage_eps: added to the std before dividing.
-        beta: KL penalty weight; the frozen reference is only built when it is > 0.
+        beta: KL penalty weight; the frozen reference is only built when it is > 0 (with ``lora``: the
+            model with its adapters switched off, no copy).
         eps_low: lower clip range of the ratio.
         eps_high: upper clip range of the ratio.
         aggregation: ``token`` (mean over all valid tokens), ``sequence`` (per sequence first) or
@@ -105,7 +107,12 @@ class CoRLModule(L.LightningModule):
             task for this many steps, then only the text task, and so on; 0 trains both every step.
         init_from: start from these weights (a corl checkpoint or an exported Hugging Face folder) with
             a fresh optimiser and step counter, e.g. stage 2 from stage 1; the KL reference (``beta >
-            0``) is this starting model. Resuming an interrupted run is ``--ckpt_path`` instead.
+            0``) is this starting model. A LoRA run's checkpoint is read with its adapters merged.
+            Resuming an interrupted run is ``--ckpt_path`` instead.
+        lora: train low-rank adapters (peft's LoRA) on the LLM's decoder layers instead of the LLM and
+            its text head; everything else stays frozen and the optimiser gets only the adapters.
+            Checkpoints hold base and adapters; ``corl export`` merges them (``--adapters-only``
+            writes a peft adapter folder). LoRA usually wants a higher ``lr`` than full training.
         activation_checkpointing: recompute each decoder layer's activations in backward instead of
             keeping them (less memory for a second forward per layer); any strategy.
         sharding: FSDP settings, used when the strategy shards (``corl.strategies.FullyShardedStrategy``).
@@ -150,6 +157,7 @@ class CoRLModule(L.LightningModule):
         log_media_every_n_steps: int = 50,
         alternate_every: int = 0,
         init_from: str | None = None,
+        lora: LoRA | None = None,
         activation_checkpointing: bool = False,
         sharding: Sharding | None = None,
         seed: int = 0,
@@ -178,6 +186,7 @@ class CoRLModule(L.LightningModule):
             image_logprob_mode=image_logprob_mode,
             logprob_chunk_tokens=logprob_chunk_tokens,
             decode=decode,
+            lora=lora,
         )
         self.reference = self.policy.make_reference() if beta > 0 else None
         self._model_configured = False
@@ -201,7 +210,7 @@ class CoRLModule(L.LightningModule):
         mesh = mesh["data_parallel"]
         # The FSDP roots are kept in a list, not registered: their parameters are the units' own.
         self._fsdp_roots = [shard(self.policy.trained_modules(), mesh, self.sharding)]
-        if self.reference is not None:
+        if isinstance(self.reference, FrozenModules):  # a copy of its own; LoRA's reference is the policy's units
             self._fsdp_roots.append(shard(self.reference, mesh, self.sharding))
 
     @contextmanager
@@ -261,6 +270,11 @@ class CoRLModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Take this rank's own states back; the random ones are put back before the next training step."""
+        saved = checkpoint.get("hyper_parameters", {}).get("lora")
+        if saved != self.hparams.lora:  # else a missing or misshapen key deep in load_state_dict
+            raise ValueError(f"the checkpoint was trained with model.lora = {saved}, this run has model.lora = "
+                             f"{self.hparams.lora}: resume with the run's own settings, or start a new run from "
+                             "its weights with model.init_from")
         ranks = checkpoint.get(RANK_STATES)
         if not ranks:
             return

@@ -32,6 +32,11 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
         return janus.to(DTYPES[dtype]), processor
     path = Path(model).expanduser()
     local = (path / "config.json").is_file()
+    if not local and (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is a peft adapter folder (corl export --adapters-only), not a whole model: use the model its "
+            "adapters were trained on, or the merged export of the run (corl export without --adapters-only)"
+        )
     if not local and (path.exists() or not _looks_like_hub_id(model)):
         raise FileNotFoundError(
             f"no Janus weights at {path} (config.json missing). Download them once, e.g. "

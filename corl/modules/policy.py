@@ -11,6 +11,8 @@ guided logits) it was sampled with, so the first training pass reproduces the sa
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Literal
 
 import torch
@@ -22,6 +24,7 @@ from corl.data.images import photo_pixels
 from corl.data.templates import question_prompt
 from corl.modules.decoding import DecodeLoop, DecodeMode, positions_from_mask, resolve_mode
 from corl.modules.logprobs import chunked_token_logps, sample_from_logits, token_logps
+from corl.modules.lora import AdaptersOff, LoRA, add_adapters
 from corl.modules.prompts import JanusPrompts, span_mask
 from corl.modules.rollout import ImageRollout, TextRollout
 
@@ -34,6 +37,14 @@ class FrozenModules(nn.ModuleDict):
     def train(self, mode: bool = True) -> FrozenModules:
         """Stay in eval mode: the reference's log-probs must not depend on the trainer's mode."""
         return super().train(False)
+
+    @contextmanager
+    def weights(self) -> Iterator[nn.ModuleDict]:
+        """The modules that score as the reference: these."""
+        yield self
+
+
+Reference = FrozenModules | AdaptersOff  # a frozen copy, or (LoRA) the policy with its adapters switched off
 
 
 class JanusPolicy(nn.Module):
@@ -55,6 +66,7 @@ class JanusPolicy(nn.Module):
             or ``auto`` (captured on CUDA, eager elsewhere).
         prefill_once: prefill each prompt once and copy its KV cache to the rows of its group
             (``False`` prefills every row: only to measure the difference).
+        lora: train low-rank adapters on the LLM's decoder layers instead of the LLM and its text head.
     """
 
     def __init__(
@@ -70,6 +82,7 @@ class JanusPolicy(nn.Module):
         logprob_chunk_tokens: int = 1024,
         decode: DecodeMode = "auto",
         prefill_once: bool = True,
+        lora: LoRA | None = None,
     ) -> None:
         super().__init__()
         if image_logprob_mode not in ("conditional", "cfg"):
@@ -87,10 +100,14 @@ class JanusPolicy(nn.Module):
         self._decode_loops: dict[tuple[str, str], DecodeLoop] = {}
         resolve_mode(decode, torch.device("cuda"))  # refuses an unknown mode now, not at the first rollout
         self.prompts = JanusPrompts(processor, self.num_image_tokens)
-        # Only the LLM (with its text head) learns; vision tower, aligners, VQ model, generation
-        # embedding and generation head stay frozen.
+        # Only the LLM (with its text head) learns, or only the adapters on it; vision tower, aligners,
+        # VQ model, generation embedding and generation head stay frozen.
         self.model.requires_grad_(False)
-        self.trained_modules().requires_grad_(True)
+        self.lora = lora
+        if lora is None:
+            self.trained_modules().requires_grad_(True)
+        else:
+            add_adapters(self.model, lora)
         self.model.eval()
 
     def train(self, mode: bool = True) -> JanusPolicy:
@@ -135,13 +152,27 @@ class JanusPolicy(nn.Module):
         return embeds.to(self.llm.get_input_embeddings().weight.dtype)
 
     def trained_modules(self) -> nn.ModuleDict:
-        """The modules RL changes: the LLM and its text head (possibly tied to its embedding)."""
+        """The modules RL changes: the LLM and its text head (possibly tied to its embedding), or their adapters.
+
+        With LoRA these are still the modules the adapters sit in: FSDP shards them the same way.
+        """
         return nn.ModuleDict({"llm": self.llm, "lm_head": self.model.lm_head})
 
-    def make_reference(self) -> FrozenModules:
-        """A frozen copy of the trained modules; the frozen towers and heads are shared, not copied."""
+    def make_reference(self) -> Reference:
+        """The KL reference: the trained modules as they are now, frozen.
+
+        With LoRA the base weights never change, so it is the policy itself with its adapters switched
+        off (no copy); otherwise a frozen copy of the trained modules (the frozen towers and heads are
+        shared, not copied).
+        """
+        if self.lora is not None:
+            return AdaptersOff(self.trained_modules())
         reference = FrozenModules(copy.deepcopy(self.trained_modules()))  # deepcopy keeps a head/embedding tie
         return reference.requires_grad_(False).eval()
+
+    def _weights(self, reference: Reference | None) -> AbstractContextManager[nn.ModuleDict]:
+        """The modules that score: the policy's own, or the reference's."""
+        return nullcontext(self.trained_modules()) if reference is None else reference.weights()
 
     def _forward(self, embeds: torch.Tensor, mask: torch.Tensor, llm: nn.Module) -> torch.Tensor:
         """Last hidden states of a full forward pass; no KV cache (activation checkpointing would fill it twice)."""
@@ -241,14 +272,13 @@ class JanusPolicy(nn.Module):
         """VQ-decode image tokens ``[R, N]`` to pixels ``[R, 3, H, W]`` in [-1, 1], on the device."""
         return self.model.model.vqmodel.decode(tokens).float().clamp(-1.0, 1.0)
 
-    def image_logprobs(self, rollout: ImageRollout, reference: nn.ModuleDict | None = None,
+    def image_logprobs(self, rollout: ImageRollout, reference: Reference | None = None,
                        with_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Training log-probs ``[R, N]`` of the rollout's image tokens: one forward per micro-batch.
 
-        With ``reference`` (from ``make_reference``) the same tokens are scored by the frozen copy.
+        With ``reference`` (from ``make_reference``) the same tokens are scored by the reference.
         ``with_entropy`` also returns each sampling distribution's entropy ``[R, N]`` (no gradient).
         """
-        weights = reference if reference is not None else self.trained_modules()
         n = rollout.tokens.shape[1]
         length = rollout.prompt_ids.shape[1]
         ids, mask = rollout.prompt_ids, rollout.prompt_mask
@@ -256,10 +286,11 @@ class JanusPolicy(nn.Module):
             ids, mask = torch.cat([ids, rollout.uncond_ids]), torch.cat([mask, mask])
         tokens = rollout.tokens.repeat(ids.shape[0] // rollout.tokens.shape[0], 1)
         # Inputs are prompt + tokens[:-1]: the state at position L-1 (<begin_of_image>) predicts token 0.
-        prompt = self._embed_prompt(ids, None, weights["llm"])
-        embeds = torch.cat([prompt, self._embed_image_tokens(tokens[:, :-1])], dim=1)
-        full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], n - 1)], dim=1)
-        hidden = self._forward(embeds, full_mask, weights["llm"])[:, length - 1 :]  # [rows, N, D]
+        with self._weights(reference) as weights:
+            prompt = self._embed_prompt(ids, None, weights["llm"])
+            embeds = torch.cat([prompt, self._embed_image_tokens(tokens[:, :-1])], dim=1)
+            full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], n - 1)], dim=1)
+            hidden = self._forward(embeds, full_mask, weights["llm"])[:, length - 1 :]  # [rows, N, D]
         head = self.model.model.generation_head
 
         def logits(states: torch.Tensor) -> torch.Tensor:  # [rows, n, D] -> [R, n, V], as sampled
@@ -377,22 +408,24 @@ class JanusPolicy(nn.Module):
             padded[row, : len(tokens)], mask[row, : len(tokens)] = torch.tensor(tokens), 1
         return padded.to(self.device), mask.to(self.device)
 
-    def text_logprobs(self, rollout: TextRollout, reference: nn.ModuleDict | None = None,
+    def text_logprobs(self, rollout: TextRollout, reference: Reference | None = None,
                       with_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Training log-probs ``[R, T]`` of the rollout's answer tokens (0 off the mask): one forward per micro-batch.
 
+        With ``reference`` (from ``make_reference``) the same tokens are scored by the reference.
         ``with_entropy`` also returns each sampling distribution's entropy ``[R, T]`` (no gradient).
         """
-        weights = reference if reference is not None else self.trained_modules()
         length = rollout.prompt_ids.shape[1]
         t = rollout.completion_ids.shape[1]
-        prompt = self._embed_prompt(rollout.prompt_ids, rollout.image_embeds[rollout.example_index], weights["llm"])
-        answer = weights["llm"].get_input_embeddings()(rollout.completion_ids[:, :-1])
-        # The state at the prompt's last position scores completion token 0 (shift by one).
-        embeds = torch.cat([prompt, answer], dim=1)
-        mask = torch.cat([rollout.prompt_mask, rollout.prompt_mask.new_ones(prompt.shape[0], t - 1)], dim=1)
-        hidden = self._forward(embeds, mask, weights["llm"])[:, length - 1 :]
-        logps, spread = chunked_token_logps(hidden, rollout.completion_ids, weights["lm_head"], self.text_temperature,
-                                            self.logprob_chunk_tokens)
+        with self._weights(reference) as weights:
+            llm = weights["llm"]
+            prompt = self._embed_prompt(rollout.prompt_ids, rollout.image_embeds[rollout.example_index], llm)
+            answer = llm.get_input_embeddings()(rollout.completion_ids[:, :-1])
+            # The state at the prompt's last position scores completion token 0 (shift by one).
+            embeds = torch.cat([prompt, answer], dim=1)
+            mask = torch.cat([rollout.prompt_mask, rollout.prompt_mask.new_ones(prompt.shape[0], t - 1)], dim=1)
+            hidden = self._forward(embeds, mask, llm)[:, length - 1 :]
+            logps, spread = chunked_token_logps(hidden, rollout.completion_ids, weights["lm_head"],
+                                                self.text_temperature, self.logprob_chunk_tokens)
         logps = logps.masked_fill(~rollout.mask, 0.0)
         return (logps, spread) if with_entropy else logps

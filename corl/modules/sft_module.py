@@ -18,6 +18,7 @@ import torch
 from corl.data.schema import ExampleBatch
 from corl.data.templates import sft_completion
 from corl.modules.loading import load_janus
+from corl.modules.lora import LoRA
 from corl.modules.optim import adamw_with_schedule
 from corl.modules.policy import JanusPolicy
 from corl.modules.rollout import ImageRollout, TextRollout
@@ -45,6 +46,8 @@ class SFTModule(L.LightningModule):
         warmup_steps: linear warmup in optimiser steps.
         lr_schedule: ``constant`` or ``cosine`` (to 0 at the last step) after warmup.
         init_from: start from these weights (a corl checkpoint or an exported folder).
+        lora: train low-rank adapters on the LLM's decoder layers (peft's LoRA) instead of the LLM and its
+            text head; not with ``train_towers``.
         activation_checkpointing: recompute each decoder layer in backward instead of keeping it.
         seed: initialisation seed of the tiny model.
     """
@@ -64,6 +67,7 @@ class SFTModule(L.LightningModule):
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "cosine",
         init_from: str | None = None,
+        lora: LoRA | None = None,
         activation_checkpointing: bool = False,
         seed: int = 0,
     ) -> None:
@@ -73,6 +77,9 @@ class SFTModule(L.LightningModule):
             raise ValueError("model.image_weight and model.text_weight must not be negative, and one must be positive")
         if not 0 <= uncond_prob < 1:
             raise ValueError(f"model.uncond_prob must lie in [0, 1), got {uncond_prob}")
+        if train_towers and lora is not None:
+            raise ValueError("model.train_towers trains every weight but the VQ model's, model.lora only adapters "
+                             "on the LLM: set one of them")
         janus, processor = load_janus(model, dtype, seed)
         if init_from is not None:
             from corl.checkpoints import load_state, read_weights
@@ -80,7 +87,7 @@ class SFTModule(L.LightningModule):
             load_state(janus, read_weights(init_from), init_from)
         # Log-likelihoods at temperature 1, image tokens under the conditional logits (no CFG mix).
         self.policy = JanusPolicy(janus, processor, image_temperature=1.0, text_temperature=1.0,
-                                  max_completion_tokens=max_answer_tokens, image_logprob_mode="conditional")
+                                  max_completion_tokens=max_answer_tokens, image_logprob_mode="conditional", lora=lora)
         if train_towers:
             self.policy.model.requires_grad_(True)
             self.policy.model.model.vqmodel.requires_grad_(False)  # the image tokens' codebook stays fixed
