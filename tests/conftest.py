@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from corl.data.procedural import make_scene
+from corl.modules.lora import LoRA
 from corl.modules.policy import JanusPolicy
 from corl.modules.tiny import build_tiny_janus
 
@@ -16,6 +17,22 @@ def tiny_policy():
         model, processor = build_tiny_janus(image_size=32, patch_size=8, seed=0)
         settings = {"cfg_weight": 3.0, "max_completion_tokens": 12, "image_temperature": 1.0, "text_temperature": 1.0}
         return JanusPolicy(model, processor, **{**settings, **kwargs})
+
+    return make
+
+
+@pytest.fixture
+def lora_policy(tiny_policy):
+    """``make(lora, **settings)``: a tiny policy with adapters that matter (peft starts B at 0; here it is random)."""
+
+    def make(lora: LoRA | None = None, **kwargs) -> JanusPolicy:
+        policy = tiny_policy(lora=lora or LoRA(r=4), **kwargs)
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, p in policy.model.named_parameters():
+                if ".lora_B." in name:
+                    p.copy_(0.3 * torch.randn(p.shape, generator=generator))
+        return policy
 
     return make
 

@@ -14,7 +14,9 @@ from corl.checkpoints import check_compatible, linear_merge, read_checkpoint, ta
 from corl.cli import main
 from corl.data.datamodule import ExampleDataModule
 from corl.modules.corl_module import CoRLModule
+from corl.modules.lora import LoRA
 from corl.modules.rewards import ImageReward, TextReward
+from corl.modules.tiny import build_tiny_janus
 
 
 def test_linear_merge_by_hand():
@@ -246,3 +248,121 @@ def test_last_ckpt_holds_the_final_step_between_periodic_saves(tmp_path, quiet_t
     trainer, _ = quiet_trainer(3, [callback], enable_checkpointing=True)
     trainer.fit(module, ExampleDataModule(batch_size=2, length=32))
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 3  # not the save at step 2
+
+
+# ------------------------------------------------------------------------------------------------ LoRA
+def is_adapter(key):
+    return ".lora_A." in key or ".lora_B." in key
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, quiet_trainer):
+    """Two steps of a LoRA run with the KL reference (beta > 0): its checkpoint, its module, its starting state."""
+    L.seed_everything(0)
+    module = small(image_rewards=[Noise()], text_rewards=[TextReward(noise_text)], lora=LoRA(r=4, alpha=8.0),
+                   beta=0.02)
+    start = {k: v.clone() for k, v in module.policy.model.state_dict().items()}
+    _, ckpt = fit(quiet_trainer, module, tmp_path_factory.mktemp("lora"), "lora")
+    return ckpt, module, start
+
+
+def test_lora_trains_only_the_adapters_and_the_reference_is_no_copy(lora_run):
+    _, module, start = lora_run
+    final = module.policy.model.state_dict()
+    assert final.keys() == start.keys()
+    adapters = [k for k in final if is_adapter(k)]
+    assert len(adapters) == 2 * 7 * 2  # 2 layers x 7 projections x (A, B)
+    for key, value in final.items():
+        if is_adapter(key):  # B starts at 0, so A moves from the second step on
+            assert not torch.equal(value, start[key]), f"{key} was trained"
+        else:
+            assert torch.equal(value, start[key]), f"{key} is a base weight and stays frozen"
+    optimised = {id(p) for group in module.optimizers().param_groups for p in group["params"]}
+    assert optimised == {id(p) for n, p in module.policy.named_parameters() if is_adapter(n)}
+    # beta > 0, yet no second copy of the weights: the module holds the base model and the adapters only.
+    plain = sum(p.numel() for p in build_tiny_janus(seed=0)[0].parameters())
+    lora = sum(p.numel() for n, p in module.named_parameters() if is_adapter(n))
+    assert sum(p.numel() for p in module.parameters()) == plain + lora
+    assert not any(k.startswith("reference.") for k in module.state_dict())
+
+
+def test_lora_checkpoint_holds_the_adapters_and_its_settings(lora_run):
+    ckpt, module, _ = lora_run
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["hyper_parameters"]["lora"] == LoRA(r=4, alpha=8.0)
+    trained = module.policy.model.state_dict()
+    for key, value in trained.items():
+        if is_adapter(key):
+            assert torch.equal(saved["state_dict"][f"policy.model.{key}"], value), key
+
+
+def test_lora_export_is_the_base_plus_the_scaled_product(lora_run, tmp_path):
+    ckpt, _, start = lora_run
+    main(["export", str(ckpt), str(tmp_path / "out")])
+    exported = JanusForConditionalGeneration.from_pretrained(tmp_path / "out").state_dict()
+    assert exported.keys() == build_tiny_janus(seed=0)[0].state_dict().keys(), "the keys of a full export"
+    raw = torch.load(ckpt, weights_only=False)["state_dict"]
+    layer = "policy.model.model.language_model.layers.1.self_attn.q_proj"
+    a, b = raw[f"{layer}.lora_A.default.weight"], raw[f"{layer}.lora_B.default.weight"]  # [4, 64], [64, 4]
+    by_hand = raw[f"{layer}.base_layer.weight"] + (8.0 / 4) * b @ a  # W + alpha / r * B A
+    torch.testing.assert_close(exported["model.language_model.layers.1.self_attn.q_proj.weight"], by_hand)
+    assert not torch.allclose(by_hand, start["model.language_model.layers.1.self_attn.q_proj.base_layer.weight"])
+    assert torch.equal(exported["lm_head.weight"], start["lm_head.weight"])  # nothing but the projections moved
+    assert torch.equal(exported["model.vision_model.encoder.layers.0.self_attn.q_proj.weight"],
+                       start["model.vision_model.encoder.layers.0.self_attn.q_proj.weight"])
+
+
+def test_lora_adapters_only_export_loads_in_peft_with_the_merged_models_logits(lora_run, tmp_path):
+    from peft import PeftModel
+
+    ckpt, module, _ = lora_run
+    main(["export", str(ckpt), str(tmp_path / "adapters"), "--adapters-only"])
+    assert {p.name for p in (tmp_path / "adapters").iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+    main(["export", str(ckpt), str(tmp_path / "merged")])
+    merged = JanusForConditionalGeneration.from_pretrained(tmp_path / "merged").eval()
+    peft_model = PeftModel.from_pretrained(build_tiny_janus(seed=0)[0], tmp_path / "adapters").eval()
+    loaded = {k: v for k, v in peft_model.state_dict().items() if is_adapter(k)}
+    trained = {k: v for k, v in module.policy.model.state_dict().items() if is_adapter(k)}
+    assert len(loaded) == len(trained)
+    for key, value in trained.items():  # peft put every adapter where it was trained
+        assert torch.equal(loaded[f"base_model.model.{key}"], value), key
+    ids = torch.tensor([[0, 6, 33, 4, 9, 12]])
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(module.policy.model(input_ids=ids).logits, merged(input_ids=ids).logits,
+                                   atol=1e-5, rtol=0)
+
+
+def test_adapters_only_export_of_a_full_run_is_refused(stage1, tmp_path):
+    ckpt, _ = stage1
+    with pytest.raises(SystemExit, match="was not trained with model.lora"):
+        main(["export", str(ckpt), str(tmp_path / "out"), "--adapters-only"])
+
+
+def test_an_adapter_folder_is_not_taken_for_a_model(lora_run, tmp_path):
+    ckpt, _, _ = lora_run
+    main(["export", str(ckpt), str(tmp_path / "adapters"), "--adapters-only"])
+    with pytest.raises(FileNotFoundError, match="is a peft adapter folder"):
+        small(text_rewards=[TextReward("format")], init_from=str(tmp_path / "adapters"))
+
+
+def test_a_lora_checkpoint_starts_the_next_stage_merged(lora_run, tmp_path):
+    ckpt, _, _ = lora_run
+    merged, _ = read_checkpoint(ckpt)
+    full = small(text_rewards=[TextReward("format")], init_from=str(ckpt))
+    assert full.policy.model.state_dict().keys() == merged.keys()
+    assert all(torch.equal(v, merged[k]) for k, v in full.policy.model.state_dict().items())
+    # New adapters on the merged model: the KL reference is the merged model, as it is the start.
+    again = small(text_rewards=[TextReward("format")], init_from=str(ckpt), lora=LoRA(r=2), beta=0.02)
+    base = again.policy.model.state_dict()
+    assert torch.equal(base["model.language_model.layers.0.mlp.up_proj.base_layer.weight"],
+                       merged["model.language_model.layers.0.mlp.up_proj.weight"])
+    main(["merge", str(ckpt), str(ckpt), "--out", str(tmp_path / "m")])  # corl merge reads LoRA runs merged too
+    average = JanusForConditionalGeneration.from_pretrained(tmp_path / "m").state_dict()
+    assert all(torch.allclose(v, merged[k]) for k, v in average.items())
+
+
+def test_resuming_with_other_lora_settings_is_refused(lora_run):
+    _, module, _ = lora_run
+    with pytest.raises(ValueError, match=r"trained with model.lora = None, this run has model.lora = LoRA\(r=4"):
+        module.on_load_checkpoint({"hyper_parameters": {"model": "tiny"}})

@@ -76,15 +76,6 @@ def test_adapters_are_not_added_twice():
         add_adapters(model, LoRA(r=2))
 
 
-def randomise_adapters(policy, seed=1):
-    """Peft starts B at zero (the adapters change nothing); give them values so they matter."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in policy.model.named_parameters():
-            if ".lora_B." in name:
-                p.copy_(0.3 * torch.randn(p.shape, generator=generator))
-
-
 def text_rollout(policy, scenes, group_size=2):
     ids, mask, embeds, _ = policy.understanding_prompts(
         [s.qa_problem for s in scenes], [s.qa_type for s in scenes], [s.real_image for s in scenes]
@@ -93,18 +84,16 @@ def text_rollout(policy, scenes, group_size=2):
 
 
 @pytest.mark.parametrize("mode", ["cfg", "conditional"])
-def test_training_logprobs_equal_sampling_logprobs_with_adapters(tiny_policy, scenes, mode):
-    policy = tiny_policy(lora=LoRA(r=4), image_logprob_mode=mode)
-    randomise_adapters(policy)
+def test_training_logprobs_equal_sampling_logprobs_with_adapters(lora_policy, scenes, mode):
+    policy = lora_policy(image_logprob_mode=mode)
     images = policy.sample_images([s.prompt for s in scenes], group_size=2)
     torch.testing.assert_close(policy.image_logprobs(images), images.old_logps, atol=1e-4, rtol=0)
     texts = text_rollout(policy, scenes)
     torch.testing.assert_close(policy.text_logprobs(texts), texts.old_logps, atol=1e-4, rtol=0)
 
 
-def test_adapter_dropout_acts_only_where_gradients_are_taken(tiny_policy, scenes):
-    policy = tiny_policy(lora=LoRA(r=4, dropout=0.5))
-    randomise_adapters(policy)
+def test_adapter_dropout_acts_only_where_gradients_are_taken(lora_policy, scenes):
+    policy = lora_policy(LoRA(r=4, dropout=0.5))
     policy.train()
     assert not any(m.training for m in policy.modules()), "the policy stays in eval mode"
     images = policy.sample_images([s.prompt for s in scenes], group_size=2)
@@ -114,10 +103,8 @@ def test_adapter_dropout_acts_only_where_gradients_are_taken(tiny_policy, scenes
     assert trained.requires_grad and (trained - images.old_logps).abs().max() > 1e-3
 
 
-def test_reference_is_the_base_model_with_no_second_copy(tiny_policy, scenes):
-    base = tiny_policy()
-    policy = tiny_policy(lora=LoRA(r=4))
-    randomise_adapters(policy)
+def test_reference_is_the_base_model_with_no_second_copy(tiny_policy, lora_policy, scenes):
+    base, policy = tiny_policy(), lora_policy()
     reference = policy.make_reference()
     assert isinstance(reference, AdaptersOff) and not isinstance(reference, nn.Module)
     with reference.weights() as weights:  # the policy's own modules, not a copy

@@ -8,6 +8,7 @@ from corl.data.procedural import ProceduralExamples
 from corl.data.schema import collate_examples
 from corl.data.templates import sft_completion
 from corl.modules.corl_module import CoRLModule
+from corl.modules.lora import LoRA
 from corl.modules.rewards import TextReward
 from corl.modules.sft_module import SFTModule
 
@@ -68,3 +69,19 @@ def test_sft_lowers_both_losses_and_stage_one_starts_from_it(tmp_path, quiet_tra
 def test_sft_refuses_weights_that_train_nothing():
     with pytest.raises(ValueError, match="image_weight"):
         SFTModule(image_weight=0.0, text_weight=0.0)
+
+
+def test_sft_with_lora_trains_the_adapters_only(quiet_trainer):
+    L.seed_everything(0)
+    module = SFTModule(lr=1e-2, lora=LoRA(r=2), max_answer_tokens=16)
+    start = {k: v.clone() for k, v in module.policy.model.state_dict().items()}
+    trainer, metrics = quiet_trainer(2)
+    trainer.fit(module, ExampleDataModule(batch_size=2, length=2, image_size=64))
+    changed = {k for k, v in module.policy.model.state_dict().items() if not torch.equal(v, start[k])}
+    assert changed == {k for k in start if ".lora_A." in k or ".lora_B." in k}  # all adapters, nothing else
+    assert len(metrics.values("sft/loss")) == 2
+
+
+def test_sft_refuses_towers_with_lora():
+    with pytest.raises(ValueError, match="model.train_towers .* model.lora"):
+        SFTModule(train_towers=True, lora=LoRA())

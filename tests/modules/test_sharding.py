@@ -59,6 +59,33 @@ def test_sharded_policy_is_whole_inside_gathered_and_sharded_after(tiny_policy, 
     assert isinstance(weight(), DTensor)  # and resharded after the forward again
 
 
+@pytest.mark.filterwarnings("ignore")
+def test_sharded_lora_units_train_their_adapters_and_score_the_base_as_reference(tiny_policy, lora_policy, scenes,
+                                                                                 single_process_group):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+
+    base, policy = tiny_policy(), lora_policy()
+    units = sharded_units(policy.trained_modules())
+    trained = {id(p) for p in policy.trained_modules().parameters()}
+    assert {id(p) for unit in units for p in unit.parameters()} == trained  # adapters included, each once
+    shard(policy.trained_modules(), init_device_mesh("cpu", (1,)), Sharding(param_dtype=None))
+    q_proj = policy.llm.layers[0].self_attn.q_proj
+    # One unit per decoder layer holds its frozen base weights and its trainable adapters together.
+    assert isinstance(q_proj.base_layer.weight, DTensor) and not q_proj.base_layer.weight.requires_grad
+    assert isinstance(q_proj.lora_A["default"].weight, DTensor) and q_proj.lora_A["default"].weight.requires_grad
+    reference = policy.make_reference()
+    with gathered(policy), torch.no_grad():
+        rollout = policy.sample_images([s.prompt for s in scenes], 2)
+        ref_logps = policy.image_logprobs(rollout, reference)
+    torch.testing.assert_close(ref_logps, base.image_logprobs(rollout).detach(), atol=1e-5, rtol=0)
+    logps = policy.image_logprobs(rollout)  # the sharded training forward, adapters on
+    torch.testing.assert_close(logps, rollout.old_logps, atol=1e-4, rtol=0)
+    logps.sum().backward()
+    with_grad = {name for name, p in policy.named_parameters() if p.grad is not None}
+    assert with_grad == {name for name, p in policy.named_parameters() if ".lora_" in name}
+
+
 def test_activation_checkpointing_keeps_gradients_and_names(tiny_policy, scenes):
     def text_grads(policy):
         ids, mask, embeds, _ = policy.understanding_prompts(
