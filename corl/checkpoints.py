@@ -14,7 +14,7 @@ import torch
 
 from corl.checkpoint_io import complete_checkpoint
 from corl.modules.loading import DTYPES, load_janus
-from corl.modules.lora import merge_adapters, save_adapters
+from corl.modules.lora import merge_adapters, save_adapters, saved_lora
 
 POLICY_PREFIX = "policy.model."
 SHARDED_INDEX = ".metadata"  # torch.distributed.checkpoint's index of the shards
@@ -29,7 +29,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     the run trained.
     """
     state, hparams = read_policy_state(path)
-    lora = hparams.get("lora")
+    lora = saved_lora(hparams)
     return (state if lora is None else merge_adapters(state, lora)), hparams
 
 
@@ -154,7 +154,7 @@ def export_adapters(path: str | Path, out: str | Path, dtype: str = "float32") -
     That model is the run's ``init_from`` if it had one, else its ``model``.
     """
     state, hparams = read_policy_state(path)
-    lora = hparams.get("lora")
+    lora = saved_lora(hparams)
     if lora is None:
         raise ValueError(f"{path} was not trained with model.lora, so it has no adapters: export the whole model "
                          "(corl export without --adapters-only)")

@@ -6,9 +6,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 from corl.checkpoint_io import PARTIAL, complete_checkpoint, replace_folder
+from corl.checkpoints import SHARDED_META, is_sharded_checkpoint
+from corl.modules.lora import check_resumable
 
 
 class FullyShardedStrategy(ModelParallelStrategy):
@@ -58,8 +61,16 @@ class FullyShardedStrategy(ModelParallelStrategy):
         self.barrier("corl_checkpoint_in_place")
 
     def load_checkpoint(self, checkpoint_path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
-        """Load, after putting back the previous checkpoint if a save was killed between its two renames."""
+        """Load, after putting back the previous checkpoint if a save was killed between its two renames.
+
+        The weights of a folder of shards are loaded here, before the module's ``on_load_checkpoint``,
+        so its LoRA settings are checked here too.
+        """
         if self.global_rank == 0:
             complete_checkpoint(checkpoint_path)
         self.barrier("corl_checkpoint_complete")
+        path = Path(checkpoint_path)
+        if is_sharded_checkpoint(path):
+            meta = torch.load(path / SHARDED_META, map_location="cpu", weights_only=False)
+            check_resumable(meta.get("hyper_parameters", {}), self.lightning_module.hparams)
         return super().load_checkpoint(checkpoint_path, weights_only)

@@ -362,7 +362,22 @@ def test_a_lora_checkpoint_starts_the_next_stage_merged(lora_run, tmp_path):
     assert all(torch.allclose(v, merged[k]) for k, v in average.items())
 
 
-def test_resuming_with_other_lora_settings_is_refused(lora_run):
+def test_resuming_with_other_lora_settings_is_refused(lora_run, stage1, tmp_path):
+    from torch.distributed.checkpoint import save
+
+    from corl.strategies import FullyShardedStrategy
+
     _, module, _ = lora_run
     with pytest.raises(ValueError, match=r"trained with model.lora = None, this run has model.lora = LoRA\(r=4"):
         module.on_load_checkpoint({"hyper_parameters": {"model": "tiny"}})
+    cli_saved = {"lora": {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": LoRA().target_modules}}
+    module.on_load_checkpoint({"hyper_parameters": cli_saved})  # LightningCLI saves the settings as a dict: the same
+    # A folder of shards is loaded by the strategy, before on_load_checkpoint: it checks first.
+    whole = torch.load(stage1[0], weights_only=False)
+    folder = tmp_path / "last.ckpt"
+    save({"state_dict": whole.pop("state_dict")}, checkpoint_id=folder, no_dist=True)
+    torch.save(whole, folder / "meta.pt")
+    strategy = FullyShardedStrategy()
+    strategy._lightning_module = module
+    with pytest.raises(ValueError, match=r"trained with model.lora = None, this run has model.lora = LoRA\(r=4"):
+        strategy.load_checkpoint(folder)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch.cli import LightningCLI
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -94,6 +95,29 @@ def test_demo_config_trains_and_logs_to_tensorboard(tmp_path, monkeypatch):
     assert grid.width > grid.height  # a row per example: the real image then G samples
     assert any("samples/completions" in tag for tag in events.Tags()["tensors"])
     assert (tmp_path / "checkpoints/demo/s1/last.ckpt").is_file(), "stage 2 starts from this checkpoint"
+
+
+def test_demo_config_trains_lora_adapters_that_export_and_resume(tmp_path, monkeypatch):
+    from peft import PeftModel
+    from transformers import JanusForConditionalGeneration
+
+    from corl.modules.tiny import build_tiny_janus
+
+    monkeypatch.chdir(tmp_path)
+    fit = ["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.lora.r", "8", "--trainer.enable_progress_bar",
+           "false", "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.val_check_interval", "null",
+           "--data.val_source", "null", "--model.max_completion_tokens", "8", "--data.batch_size", "2"]
+    main([*fit, "--trainer.max_steps", "2"])
+    ckpt = tmp_path / "checkpoints/demo/s1/last.ckpt"
+    main(["export", str(ckpt), "merged"])
+    merged = JanusForConditionalGeneration.from_pretrained(tmp_path / "merged")
+    base = build_tiny_janus(seed=0)[0]
+    name = "model.language_model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(merged.state_dict()[name], base.state_dict()[name]), "the trained adapters are merged in"
+    main(["export", str(ckpt), "adapters", "--adapters-only"])
+    assert PeftModel.from_pretrained(base, tmp_path / "adapters").peft_config["default"].r == 8
+    main([*fit, "--trainer.max_steps", "3", "--ckpt_path", str(ckpt)])  # a LoRA run resumes
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 3
 
 
 def test_real_config_fails_clearly_without_weights(tmp_path):

@@ -33,7 +33,7 @@ from corl.modules.grpo import (
 )
 from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media
-from corl.modules.lora import LoRA
+from corl.modules.lora import LoRA, check_resumable
 from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
 from corl.modules.optim import adamw_with_schedule
 from corl.modules.policy import FrozenModules, ImageLogprobMode, JanusPolicy
@@ -270,11 +270,7 @@ class CoRLModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Take this rank's own states back; the random ones are put back before the next training step."""
-        saved = checkpoint.get("hyper_parameters", {}).get("lora")
-        if saved != self.hparams.lora:  # else a missing or misshapen key deep in load_state_dict
-            raise ValueError(f"the checkpoint was trained with model.lora = {saved}, this run has model.lora = "
-                             f"{self.hparams.lora}: resume with the run's own settings, or start a new run from "
-                             "its weights with model.init_from")
+        check_resumable(checkpoint.get("hyper_parameters", {}), self.hparams)
         ranks = checkpoint.get(RANK_STATES)
         if not ranks:
             return

@@ -60,6 +60,24 @@ class LoRA:
         return self.alpha / self.r
 
 
+def saved_lora(hparams: dict) -> LoRA | None:
+    """A run's LoRA settings from its saved hyper-parameters (where LightningCLI built the module, a dict)."""
+    value = hparams.get("lora")
+    return LoRA(**value) if isinstance(value, dict) else value
+
+
+def check_resumable(saved: dict, current: dict) -> None:
+    """Refuse to resume a checkpoint (its saved hyper-parameters) whose LoRA settings are not this run's.
+
+    Otherwise loading fails deep inside ``load_state_dict`` on missing or misshapen adapter keys, or,
+    for another ``alpha``, silently scales the trained adapters differently.
+    """
+    before, now = saved_lora(saved), saved_lora(current)
+    if before != now:
+        raise ValueError(f"the checkpoint was trained with model.lora = {before}, this run has model.lora = {now}: "
+                         "resume with the run's own settings, or start a new run from its weights with model.init_from")
+
+
 def check_lora(lora: LoRA, llm: nn.Module) -> None:
     """Raise ``ValueError`` naming ``model.lora.<setting>`` for a setting that cannot work on ``llm``."""
     if adapter_layers(llm):
