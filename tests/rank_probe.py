@@ -9,10 +9,9 @@ from pathlib import Path
 import lightning as L
 
 
-def weights_digest(model) -> str:
-    """Digest of the whole weights; sharded (FSDP) tensors are gathered first, on every rank alike."""
+def _digest(state) -> str:
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         if hasattr(tensor, "full_tensor"):
             tensor = tensor.full_tensor()
         digest.update(name.encode())
@@ -20,11 +19,32 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
+def weights_digest(model) -> str:
+    """Digest of the whole weights; sharded (FSDP) tensors are gathered first, on every rank alike."""
+    return _digest(model.state_dict())
+
+
+def is_adapter(name: str) -> bool:
+    return ".lora_A." in name or ".lora_B." in name
+
+
+def base_digest(model) -> str:
+    """Digest of a LoRA model's base weights under the plain model's names: ``weights_digest`` of its start."""
+    return _digest({k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if not is_adapter(k)})
+
+
+def adapters_digest(model) -> str:
+    return _digest({k: v for k, v in model.state_dict().items() if is_adapter(k)})
+
+
 class RankProbe(L.Callback):
     def __init__(self, out: str):
         self.out = Path(out)
         self.prompts = []
         self.ratios = []
+
+    def on_train_start(self, trainer, pl_module):
+        self.adapters_at_start = adapters_digest(pl_module.policy.model)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.prompts.append(list(batch.prompt))
@@ -39,6 +59,8 @@ class RankProbe(L.Callback):
             "weights": weights_digest(pl_module.policy.model), "prompts": self.prompts, "ratios": self.ratios,
             "world_size": trainer.world_size, "group_size": pl_module.hparams.group_size,
             "layer_shape": list(layer.shape), "layer_local_shape": list(local.shape),
+            "base_weights": base_digest(pl_module.policy.model), "adapters": adapters_digest(pl_module.policy.model),
+            "adapters_at_start": self.adapters_at_start,
         }
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from rank_probe import weights_digest
+from transformers import JanusForConditionalGeneration
 
 from corl.checkpoints import is_sharded_checkpoint
 from corl.data.procedural import make_scene
@@ -20,6 +21,7 @@ from corl.data.sampling import ResumableBatches
 from corl.modules.tiny import build_tiny_janus
 
 ROOT = Path(__file__).resolve().parents[1]
+FSDP = ["-c", str(ROOT / "configs/fsdp.yaml"), "--trainer.precision", "32-true", "--model.sharding.param_dtype", "null"]
 
 
 def train_two_ranks(tmp_path: Path, *args: str, steps: int = 2) -> list[dict]:
@@ -65,8 +67,7 @@ def test_two_process_ddp_with_dynamic_sampling_keeps_ranks_in_step(tmp_path):
 def test_two_process_fsdp_shards_trains_and_exports(tmp_path):
     # configs/fsdp.yaml as shipped, in float32 (bf16 autocast is slow on CPUs), with the KL reference
     # (sharded too) and activation checkpointing.
-    fsdp = ["-c", str(ROOT / "configs/fsdp.yaml"), "--trainer.precision", "32-true",
-            "--model.sharding.param_dtype", "null", "--model.beta", "0.02"]
+    fsdp = [*FSDP, "--model.beta", "0.02"]
     ranks = train_two_ranks(tmp_path, *fsdp)
     check_data_parallel(ranks)
     for rank in ranks:  # each rank holds half of every decoder weight
@@ -82,8 +83,6 @@ def test_two_process_fsdp_shards_trains_and_exports(tmp_path):
     result = subprocess.run([sys.executable, "-m", "corl.cli", "export", str(checkpoint), str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    from transformers import JanusForConditionalGeneration
-
     exported = JanusForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
     assert weights_digest(exported) == ranks[0]["weights"], "the export holds the trained (gathered) weights"
 
@@ -95,3 +94,38 @@ def test_two_process_fsdp_shards_trains_and_exports(tmp_path):
         order = ResumableBatches(4096, 2, seed=0, num_replicas=2, rank=rank)
         third = list(order)[2]
         assert record["prompts"] == [[make_scene(0, index).prompt for index in third]]
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("strategy", [["--trainer.strategy", "ddp"], FSDP], ids=["ddp", "fsdp"])
+def test_two_process_lora_trains_the_same_adapters_on_both_ranks_and_nothing_else(tmp_path, strategy):
+    # With the KL reference (beta > 0): the base model, i.e. the adapters switched off, sharded or not.
+    lora = [*strategy, "--model.lora.r", "4", "--model.beta", "0.02"]
+    ranks = train_two_ranks(tmp_path, *lora)
+    check_data_parallel(ranks)
+    start = weights_digest(build_tiny_janus(seed=0)[0])
+    for rank in ranks:
+        assert rank["base_weights"] == start, "the base weights stay the model's own on every rank"
+        assert rank["adapters"] != rank["adapters_at_start"], "the adapters were trained"
+        for step in rank["ratios"]:  # mu = 1: the training forward reproduces the sampling log-probs
+            assert step["image/ratio"] == pytest.approx(1.0, abs=1e-4)
+            assert step["text/ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert ranks[0]["adapters_at_start"] == ranks[1]["adapters_at_start"], "both ranks start from the same adapters"
+    assert ranks[0]["adapters"] == ranks[1]["adapters"], "and end with the same ones"
+    checkpoint = tmp_path / "checkpoints/demo/s1/last.ckpt"
+    assert is_sharded_checkpoint(checkpoint) == (strategy == FSDP)
+    from corl.cli import main
+
+    main(["export", str(checkpoint), str(tmp_path / "exported")])  # merged, from the shards under FSDP
+    exported = JanusForConditionalGeneration.from_pretrained(tmp_path / "exported", dtype=torch.float32).state_dict()
+    base = build_tiny_janus(seed=0)[0].state_dict()
+    assert exported.keys() == base.keys()
+    assert torch.equal(exported["lm_head.weight"], base["lm_head.weight"])
+    assert not torch.equal(exported["model.language_model.layers.0.mlp.up_proj.weight"],
+                           base["model.language_model.layers.0.mlp.up_proj.weight"])
+    if strategy == FSDP:  # the folder of shards resumes: base weights, adapters and their optimiser state
+        resumed = train_two_ranks(tmp_path, *lora, "--ckpt_path", str(checkpoint), steps=3)
+        assert [len(r["prompts"]) for r in resumed] == [1, 1], "one step left of three"
+        assert resumed[0]["adapters_at_start"] == ranks[0]["adapters"], "it goes on from the saved adapters"
+        assert resumed[0]["adapters"] == resumed[1]["adapters"] != ranks[0]["adapters"]
+        assert all(r["base_weights"] == start for r in resumed)
