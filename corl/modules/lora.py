@@ -123,12 +123,18 @@ class TrainingDropout(nn.Dropout):
 
 
 def add_adapters(model: nn.Module, lora: LoRA) -> None:
-    """Inject fresh adapters into a Janus model's LLM, in place; afterwards only they require gradients."""
+    """Inject fresh adapters into a Janus model's LLM, in place; afterwards only they require gradients.
+
+    The adapters are float32 whatever the model's dtype (as peft's ``get_peft_model`` makes them): a
+    bfloat16 base takes half the memory and AdamW still updates float32 weights.
+    """
     from peft import inject_adapter_in_model
 
     check_lora(lora, model.get_submodule(LLM_PATH))
     inject_adapter_in_model(peft_config(lora), model, adapter_name=ADAPTER)
     for layer in adapter_layers(model):
+        layer.lora_A.float()
+        layer.lora_B.float()
         for name, dropout in layer.lora_dropout.items():
             if isinstance(dropout, nn.Dropout):
                 layer.lora_dropout[name] = TrainingDropout(dropout.p)

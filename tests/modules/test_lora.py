@@ -92,6 +92,22 @@ def test_training_logprobs_equal_sampling_logprobs_with_adapters(lora_policy, sc
     torch.testing.assert_close(policy.text_logprobs(texts), texts.old_logps, atol=1e-4, rtol=0)
 
 
+def test_adapters_are_float32_on_a_bfloat16_base_and_logprobs_stay_consistent(scenes):
+    from corl.modules.policy import JanusPolicy
+
+    model, processor = build_tiny_janus(image_size=32, patch_size=8, seed=0)
+    policy = JanusPolicy(model.to(torch.bfloat16), processor, cfg_weight=3.0, lora=LoRA(r=4))
+    dtypes = {name: p.dtype for name, p in policy.model.named_parameters()}
+    assert {d for n, d in dtypes.items() if ".lora_" in n} == {torch.float32}
+    assert {d for n, d in dtypes.items() if ".lora_" not in n} == {torch.bfloat16}
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0.0, 0.3)
+    images = policy.sample_images([s.prompt for s in scenes], group_size=2)
+    torch.testing.assert_close(policy.image_logprobs(images), images.old_logps, atol=1e-4, rtol=0)
+
+
 def test_adapter_dropout_acts_only_where_gradients_are_taken(lora_policy, scenes):
     policy = lora_policy(LoRA(r=4, dropout=0.5))
     policy.train()
