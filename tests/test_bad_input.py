@@ -13,6 +13,7 @@ from PIL import Image
 from corl.cli import main
 from corl.data.readers import DataError, ExampleFiles
 from corl.modules.corl_module import CoRLModule
+from corl.modules.lora import LoRA
 from corl.modules.rewards import TextReward
 from corl.modules.rewards.consistency import ImageConsistencyReward
 
@@ -77,6 +78,8 @@ BAD_SETTINGS = [
     ({"mu": 0}, "model.mu must be at least 1"),
     ({"beta": -0.1}, "model.beta must not be negative"),
     ({"aggregation": "mean"}, r"model.aggregation must be one of \('token', 'sequence', 'constant'\), got 'mean'"),
+    ({"lora": LoRA(r=0)}, "model.lora.r must be a whole number of at least 1, got 0"),
+    ({"lora": LoRA(target_modules=["out_proj"])}, r"model.lora.target_modules: \['out_proj'\]"),
 ]
 
 
@@ -93,6 +96,14 @@ def test_rewards_refuse_unknown_names_and_weights_that_are_not_numbers():
         TextReward("accuracy", weight="abc")
     with pytest.raises(ValueError, match="the weight of reward 'consistency' must be a number, got None"):
         ImageConsistencyReward(weight=None)
+
+
+def test_bad_lora_settings_stop_the_cli_before_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="model.lora.dropout must lie in"):
+        main(["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.lora.dropout", "1.5", "--trainer.logger",
+              "false", "--trainer.callbacks", "null"])
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 def test_zero_steps_is_refused(tmp_path, monkeypatch):

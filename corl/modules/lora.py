@@ -23,10 +23,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 ADAPTER = "default"  # peft's name of the (only) adapter, part of every adapter key in a checkpoint
 LLM_PATH = "model.language_model"  # the LLM inside JanusForConditionalGeneration (JanusPolicy.llm)
@@ -95,7 +99,7 @@ def check_lora(lora: LoRA, llm: nn.Module) -> None:
                          f"of the LLM's decoder layers, which are {', '.join(linear)}")
 
 
-def peft_config(lora: LoRA, base_model: str | None = None):
+def peft_config(lora: LoRA, base_model: str | None = None) -> LoraConfig:
     """The ``peft.LoraConfig`` of these adapters, aimed at the LLM's decoder layers alone.
 
     ``target_modules`` is a regular expression on full module names, so the vision tower's projections
