@@ -308,11 +308,14 @@ class JanusPolicy(nn.Module):
         pixels = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
         return pixels["pixel_values"].to(self.device).float()
 
-    @torch.no_grad()
     def understanding_prompts(
         self, questions: list[str], qa_types: list[str], images: list[Image.Image]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Ids, mask, image features ``[B, N_img, D]`` (tower run once per image) and pixels in [-1, 1]."""
+        """Ids, mask, image features ``[B, N_img, D]`` (tower run once per image) and pixels in [-1, 1].
+
+        The features carry a gradient where the vision tower trains (the warm start's SFT); rollouts
+        call this under ``no_grad``.
+        """
         contents = [[{"type": "image"}, {"type": "text", "text": question_prompt(q, t)}]
                     for q, t in zip(questions, qa_types, strict=True)]
         enc = self.prompts.encode(contents, "text").to(self.device)

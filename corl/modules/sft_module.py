@@ -96,6 +96,12 @@ class SFTModule(L.LightningModule):
 
     def training_step(self, batch: ExampleBatch, batch_idx: int) -> torch.Tensor:
         """The weighted image and answer losses of the batch's rows that have them."""
+        loss, metrics = self.loss(batch)
+        self.log_dict(metrics, on_step=True, batch_size=len(batch), sync_dist=True)
+        return loss
+
+    def loss(self, batch: ExampleBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted sum of the image and answer losses, and each of them (``sft/...``, detached)."""
         hp = self.hparams
         losses = {}
         if hp.image_weight > 0 and batch.prompt is not None:
@@ -106,8 +112,7 @@ class SFTModule(L.LightningModule):
             raise ValueError("the SFT data has neither prompts nor questions for the weighted losses (data.kind)")
         loss = sum({"image": hp.image_weight, "text": hp.text_weight}[task] * value for task, value in losses.items())
         metrics = {f"sft/{task}_loss": value.detach() for task, value in losses.items()}
-        self.log_dict({**metrics, "sft/loss": loss.detach()}, on_step=True, batch_size=len(batch), sync_dist=True)
-        return loss
+        return loss, {**metrics, "sft/loss": loss.detach()}
 
     def image_loss(self, prompts: list[str], photos: list) -> torch.Tensor:
         """Mean NLL of the real images' VQ tokens given their prompts (some rows unconditional)."""
@@ -137,9 +142,13 @@ class SFTModule(L.LightningModule):
 
     def configure_optimizers(self):
         """AdamW over the trained parameters with warmup + constant/cosine schedule."""
-        hp = self.hparams
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        return self.optimizer(int(total))
+
+    def optimizer(self, total_steps: int):
+        """``([AdamW], [schedule])`` over the trained parameters for a run of ``total_steps`` steps."""
+        hp = self.hparams
         return adamw_with_schedule(
             (p for p in self.policy.parameters() if p.requires_grad), lr=hp.lr, weight_decay=hp.weight_decay,
-            betas=hp.betas, warmup_steps=hp.warmup_steps, schedule=hp.lr_schedule, total_steps=int(total),
+            betas=hp.betas, warmup_steps=hp.warmup_steps, schedule=hp.lr_schedule, total_steps=total_steps,
         )

@@ -48,6 +48,15 @@ def test_image_loss_is_the_nll_of_the_real_images_vq_tokens():
     assert 0 < loss.item() < 2 * torch.log(torch.tensor(float(vocab))).item()
 
 
+@pytest.mark.parametrize("train_towers", [True, False])
+def test_the_answer_loss_trains_the_vision_tower_only_with_train_towers(train_towers):
+    module = SFTModule(image_weight=0.0, train_towers=train_towers)
+    module.loss(batch(2))[0].backward()
+    grads = [p.grad for p in module.policy.model.model.vision_model.parameters()]
+    assert all((g is not None and g.abs().sum() > 0) if train_towers else g is None for g in grads)
+    assert module.policy.model.model.aligner.fc1.weight.grad is not None or not train_towers
+
+
 def test_sft_lowers_both_losses_and_stage_one_starts_from_it(tmp_path, quiet_trainer):
     L.seed_everything(0)
     module = SFTModule(lr=3e-3, train_towers=True, max_answer_tokens=48)
