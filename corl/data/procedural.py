@@ -2,6 +2,13 @@
 
 Every example is a pure function of ``(seed, index)``, so the set has any length, is identical on
 every rank and machine, and its captions and questions have answers that can be checked exactly.
+
+Solutions carry their reasoning, ``<think>The image shows {caption}. …</think><answer>…</answer>``:
+what a cold-start SFT teaches (the caption trains the model to look at every object) and what the
+RL format reward checks. Multiple-choice questions list all six colours in one fixed order, so a
+model answers them by telling the colour, not by looking an option's letter up in the question: a
+small model trained for a few minutes learns the first and not the second (measured: text-only SFT
+of the demo's tiny Janus stays at chance on shuffled options and reaches 0.68 on fixed ones).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ COLOURS = {
 SHAPES = ("circle", "square", "triangle")
 BACKGROUNDS = {"white": (250, 250, 250), "black": (15, 15, 15), "gray": (128, 128, 128)}
 NUMBER_WORDS = ("zero", "one", "two", "three")
-LETTERS = "ABCD"
+LETTERS = "ABCDEF"  # one per colour: the options are all the colours, in the order of COLOURS
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour: tuple) -> None:
@@ -68,28 +75,29 @@ def make_scene(seed: int, index: int, image_size: int = 64, questions: str = "an
         box = (slot * cell + margin, image_size // 4, (slot + 1) * cell - margin, image_size // 4 + cell - 2 * margin)
         _draw_shape(draw, shape, box, COLOURS[colour])
 
+    caption = _caption(objects, background)
+    reasoning = f"The image shows {caption}."
     draw_mc = rng.random() < 0.5  # drawn in every case, so the rest of the scene does not depend on it
     if questions == "mc" or (questions == "any" and draw_mc):
         colour, shape = rng.choice(objects)
-        options = [colour, *rng.sample([c for c in COLOURS if c != colour], 3)]
-        rng.shuffle(options)
-        letter = LETTERS[options.index(colour)]
-        listed = " ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+        listed = " ".join(f"{letter}. {option}" for letter, option in zip(LETTERS, COLOURS))
         problem = f"What colour is the {shape}? Options: {listed}"
-        solution, qa_type = f"<answer>{letter}</answer>", "MC"
+        reasoning += f" The {shape} is {colour}."
+        answer, qa_type = LETTERS[list(COLOURS).index(colour)], "MC"
     elif rng.random() < 0.5:
         problem = "How many shapes are in the image?"
-        solution, qa_type = f"<answer>{NUMBER_WORDS[count]}</answer>", "counting"
+        answer, qa_type = NUMBER_WORDS[count], "counting"
     else:
         colour, shape = rng.choice(objects)
         same = sum(c == colour for c, _ in objects)
         if same == 1:
             problem = f"Which shape is {colour}?"
-            solution, qa_type = f"<answer>{shape}</answer>", "attribute"
+            answer, qa_type = shape, "attribute"
         else:  # several shapes share this colour, so "which shape" has no single answer: count them
             problem = f"How many {colour} shapes are in the image?"
-            solution, qa_type = f"<answer>{NUMBER_WORDS[same]}</answer>", "counting"
-    return Example(image, _caption(objects, background), problem, solution, qa_type)
+            answer, qa_type = NUMBER_WORDS[same], "counting"
+    solution = f"<think>{reasoning}</think><answer>{answer}</answer>"
+    return Example(image, caption, problem, solution, qa_type)
 
 
 class ProceduralExamples(Dataset):
@@ -120,12 +128,17 @@ class ProceduralExamples(Dataset):
 
 
 def vocabulary_corpus() -> Iterator[str]:
-    """A fixed text corpus covering the procedural set's words, tags and templates (tokenizer training)."""
-    from corl.data.templates import MC_INSTRUCTION, OE_INSTRUCTION
+    """A fixed text corpus of what the tiny tokenizer will encode: instructions, questions, reasoned solutions.
+
+    The byte-level BPE is trained on it, so the procedural texts as prompts and completions write them
+    (``<think>``, "The image shows", the colours) become few tokens: shorter rollouts and forwards.
+    """
+    from corl.data.templates import MC_INSTRUCTION, OE_INSTRUCTION, question_prompt
+    from corl.modules.rewards.captioners import DESCRIBE
 
     yield MC_INSTRUCTION
     yield OE_INSTRUCTION
-    yield "describe this image in one sentence. "
+    yield DESCRIBE
     for index in range(400):
         scene = make_scene(seed=12345, index=index, image_size=8)
-        yield f"{scene.prompt}. {scene.qa_problem} <think> the image shows {scene.prompt} </think> {scene.qa_solution}"
+        yield f"{scene.prompt}\n{question_prompt(scene.qa_problem, scene.qa_type)}\n{scene.qa_solution}"

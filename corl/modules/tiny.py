@@ -79,8 +79,12 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on the procedural vocabulary; deterministic, so runs can be reloaded."""
+def build_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the procedural vocabulary; deterministic, so runs can be reloaded.
+
+    ``vocab_size`` is an upper bound: the corpus runs out of merges first (about 560 tokens), when
+    every word of it is one token.
+    """
     special = [*SPECIAL_TOKENS.values(), *IMAGE_TOKENS.values(), *ADDITIONAL_TOKENS]
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -11,7 +11,7 @@ from corl.modules.rewards.text import accuracy_reward, extract_answer, mcq_accur
 CAPTION = re.compile(r"^(?P<objects>.+) on a (?P<background>\w+) background$")
 OBJECT = re.compile(r"^an? (?P<colour>\w+) (?P<shape>\w+)$")
 MC_QUESTION = re.compile(
-    r"^What colour is the (?P<shape>\w+)\? Options: A\. (\w+) B\. (\w+) C\. (\w+) D\. (\w+)$"
+    r"^What colour is the (?P<shape>\w+)\? Options: A\. (\w+) B\. (\w+) C\. (\w+) D\. (\w+) E\. (\w+) F\. (\w+)$"
 )
 SCENES = [make_scene(seed=7, index=i) for i in range(200)]
 
@@ -139,19 +139,26 @@ def test_question_types_all_occur():
     assert {s.qa_type for s in SCENES} == {"MC", "counting", "attribute"}
 
 
-def test_solutions_are_answer_blocks():
+def test_solutions_reason_from_the_caption_then_answer():
     for scene in SCENES:
-        assert re.fullmatch(r"<answer>[^<>]+</answer>", scene.qa_solution), scene.qa_solution
+        m = re.fullmatch(r"<think>The image shows (.+?)\.(?: The (\w+) is (\w+)\.)?</think><answer>[^<>]+</answer>",
+                         scene.qa_solution)
+        assert m, scene.qa_solution
+        assert m[1] == scene.prompt, "the reasoning starts from the scene's caption"
+        assert (m[2] is not None) == (scene.qa_type == "MC"), "MC solutions name the asked shape's colour"
+        if m[2] is not None:
+            objects, _ = parse_caption(scene.prompt)
+            assert (m[3], m[2]) in objects
 
 
-def test_mc_questions_have_four_options_and_one_correct_letter():
+def test_mc_questions_list_every_colour_in_one_order_and_one_correct_letter():
     mc = [s for s in SCENES if s.qa_type == "MC"]
     assert len(mc) > 50
     for scene in mc:
         m = MC_QUESTION.match(scene.qa_problem)
         assert m, scene.qa_problem
-        options = dict(zip("ABCD", m.groups()[1:]))
-        assert len(set(options.values())) == 4 and set(options.values()) <= set(COLOURS)
+        options = dict(zip("ABCDEF", m.groups()[1:]))
+        assert list(options.values()) == list(COLOURS), "every colour, always in the same order"
         objects, _ = parse_caption(scene.prompt)
         colour_of = {shape: colour for colour, shape in objects}
         asked = m["shape"]
@@ -159,7 +166,7 @@ def test_mc_questions_have_four_options_and_one_correct_letter():
         correct = [letter for letter, text in options.items() if text == colour_of[asked]]
         assert len(correct) == 1
         assert extract_answer(scene.qa_solution) == correct[0]
-    assert {extract_answer(s.qa_solution) for s in mc} == set("ABCD"), "the right letter is shuffled"
+    assert {extract_answer(s.qa_solution) for s in mc} == set("ABCDEF"), "every colour is asked about"
 
 
 def test_counting_answers_equal_the_number_of_shapes():
@@ -220,7 +227,7 @@ def test_rewards_verify_procedural_answers_in_other_forms():
         if scene.qa_type == "MC":
             asked = MC_QUESTION.match(scene.qa_problem)["shape"]
             right = [c for c, s in objects if s == asked][0]
-            forms, wrong = [right, f"The answer is {truth}", f"({truth})"], "E"
+            forms, wrong = [right, f"The answer is {truth}", f"({truth})"], "F" if truth != "F" else "E"
         elif scene.qa_type == "counting":
             forms, wrong = [str(NUMBER_WORDS.index(truth)), truth.capitalize() + "."], "4"
         else:

@@ -31,7 +31,7 @@ def test_processor_that_does_not_fit_the_model_is_refused():
         check_processor(model, processor, "x")
     model.config.image_token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
     processor.tokenizer.add_tokens([f"<extra_{i}>" for i in range(50)])
-    with pytest.raises(ValueError, match="tokenizer has 5.. tokens, the model's vocabulary only"):
+    with pytest.raises(ValueError, match=r"tokenizer has \d+ tokens, the model.s vocabulary only"):
         check_processor(model, processor, "x")
 
 
