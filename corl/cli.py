@@ -2,7 +2,8 @@
 
 ``corl fit -c configs/demo/s1.yaml`` trains with RL; every option is documented by ``corl fit --help``.
 ``corl sft -c configs/sft.yaml`` is the supervised cold start (``corl sft --help``).
-``corl export | merge | generate`` handle the weights afterwards (``corl export --help``...).
+``corl export | merge | generate | evaluate`` handle the weights afterwards (``corl export --help``...).
+``corl warm`` builds (once) the warm-started tiny Janus the demo trains (``corl warm --help``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def main(args: list[str] | None = None) -> None:
         from corl.tools import run
 
         return run(argv)
+    if argv and argv[0] == "warm":
+        from jsonargparse import CLI
+
+        from corl.warm.build import warm_command
+
+        return CLI(warm_command, args=argv[1:], as_positional=False)
     # The policy keeps every module in eval mode on purpose (no dropout in RL log-probs).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     module = CoRLModule

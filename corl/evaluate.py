@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -17,33 +18,39 @@ import torch
 from corl.data.procedural import ProceduralExamples
 from corl.data.readers import ExampleFiles
 from corl.data.schema import collate_examples
+from corl.modules.loading import RANDOM_PRO_1B, TINY, TINY_WARM
 from corl.resume import seeded
+
+BUILT_IN = (TINY, TINY_WARM, RANDOM_PRO_1B)  # models named rather than read from a path
 
 HELD_OUT_SEED = 424_242  # procedural examples no training config draws (they use seeds 0 and 1)
 
 
-def model_specs(specs: list[str]) -> list[tuple[str, str | None]]:
-    """``name=path`` (or a bare path, named after it) -> ``(name, path)``; ``tiny`` is the embedded default."""
+def model_specs(specs: list[str]) -> list[tuple[str, str]]:
+    """``name=path`` (or a bare path, named after it) -> ``(name, path)``; a path may be a built-in model name."""
     out = []
     for spec in specs:
         name, _, path = spec.rpartition("=")
         path = path or spec
         if not name:
-            name = "tiny" if path == "tiny" else Path(path).stem if Path(path).suffix == ".ckpt" else Path(path).name
-        out.append((name, None if path == "tiny" else path))
+            name = path if path in BUILT_IN else Path(path).stem if Path(path).suffix == ".ckpt" else Path(path).name
+        out.append((name, path))
     return out
 
 
-def build_module(config: str, init_from: str | None):
-    """The config's CoRL module (its model and rewards), starting from ``init_from``'s weights."""
+def build_module(config: str, model: str, overrides: Sequence[str] = ()):
+    """The config's CoRL module (its rewards) with ``model``: a built-in one, or weights to start from.
+
+    ``overrides`` are more config options, e.g. ``["--model.seed", "1"]``.
+    """
     from lightning.pytorch.cli import LightningCLI
 
     from corl.data.datamodule import ExampleDataModule
     from corl.modules.corl_module import CoRLModule
 
-    args = ["-c", config, "--trainer.logger", "false", "--trainer.callbacks", "null"]
-    if init_from is not None:
-        args += ["--model.init_from", init_from]
+    args = ["-c", config, "--trainer.logger", "false", "--trainer.callbacks", "null", "--model.init_from"]
+    args += ["null", "--model.model", model] if model in BUILT_IN else [model]
+    args += list(overrides)
     cli = LightningCLI(CoRLModule, ExampleDataModule, args=args, run=False, auto_configure_optimizers=False)
     return cli.model, cli.datamodule
 
@@ -58,20 +65,35 @@ def held_out(datamodule, source: str, examples: int):
 
 
 @torch.no_grad()
-def evaluate(module, dataset, batch_size: int, seed: int, device: str) -> dict[str, float]:
-    """Mean of every reward over the held-out examples (NaN items left out)."""
+def evaluate(
+    module, dataset, batch_size: int, seed: int, device: str, sampled_answers: bool = False
+) -> dict[str, float]:
+    """Mean of every reward over the held-out examples (NaN items left out).
+
+    With ``sampled_answers`` every question is also answered once at the config's text temperature,
+    as in training, and the text rewards of those answers are added as ``<name>_sampled``: RL optimises
+    the sampled answers, and an early RL run moves them before it moves the greedy ones.
+    """
     module.to(device).eval()
     for reward in module.image_rewards:
         reward.setup()
     sums: dict[str, list[float]] = {}
+
+    def add(rewards: dict[str, torch.Tensor], names: list[str], suffix: str = "") -> None:
+        for name in names:
+            values = rewards[name][~rewards[name].isnan()]
+            total, count = sums.get(name + suffix, [0.0, 0])
+            sums[name + suffix] = [total + float(values.sum()), count + values.numel()]
+
+    text_names = [reward.name for reward in module.text_rewards]
     for start in range(0, len(dataset), batch_size):
         batch = collate_examples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         with module.rollout_mode(), seeded(seed + start, module.device):
-            rewards = module.score(module.rollout(batch, evaluation=True), batch)
-        for reward in (*module.image_rewards, *module.text_rewards):
-            values = rewards[reward.name][~rewards[reward.name].isnan()]
-            total, count = sums.get(reward.name, [0.0, 0])
-            sums[reward.name] = [total + float(values.sum()), count + values.numel()]
+            add(module.score(module.rollout(batch, evaluation=True), batch),
+                [reward.name for reward in module.image_rewards] + text_names)
+            if sampled_answers and text_names:
+                answers = module.rollout(batch, tasks=("text",), evaluation=True, greedy=False)
+                add(module.score(answers, batch), text_names, "_sampled")
     return {name: (total / count if count else float("nan")) for name, (total, count) in sums.items()}
 
 
@@ -79,9 +101,11 @@ def table(results: dict[str, dict[str, float]]) -> str:
     """The results as a text table: a row per model, a column per reward."""
     names = list(dict.fromkeys(reward for scores in results.values() for reward in scores))
     width = max(len(model) for model in results) + 2
-    lines = ["model".ljust(width) + "".join(f"{name:>12}" for name in names)]
+    columns = [max(10, len(name)) + 2 for name in names]
+    lines = ["model".ljust(width) + "".join(f"{name:>{w}}" for name, w in zip(names, columns))]
     for model, scores in results.items():
-        lines.append(model.ljust(width) + "".join(f"{scores.get(name, float('nan')):12.3f}" for name in names))
+        cells = (f"{scores.get(name, float('nan')):{w}.3f}" for name, w in zip(names, columns))
+        lines.append(model.ljust(width) + "".join(cells))
     return "\n".join(lines)
 
 
@@ -89,9 +113,9 @@ def evaluate_command(args: argparse.Namespace) -> None:
     """Score each model and print (and write) the table."""
     results = {}
     for name, path in model_specs(args.models):
-        module, datamodule = build_module(args.config, path)
+        module, datamodule = build_module(args.config, path, args.overrides)
         dataset = held_out(datamodule, args.data, args.examples)
-        results[name] = evaluate(module, dataset, args.batch_size, args.seed, args.device)
+        results[name] = evaluate(module, dataset, args.batch_size, args.seed, args.device, args.sampled_answers)
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items()), flush=True)
     print(table(results))
     if args.json:
@@ -101,13 +125,17 @@ def evaluate_command(args: argparse.Namespace) -> None:
 
 def add_parser(commands) -> None:
     """The ``evaluate`` sub-command's options."""
-    p = commands.add_parser("evaluate", help=evaluate_command.__doc__, description=__doc__)
-    p.add_argument("models", nargs="+", help="NAME=PATH or PATH: corl checkpoints, exported folders, or tiny")
+    p = commands.add_parser("evaluate", help=evaluate_command.__doc__, description=__doc__,
+                            epilog="Other options go to the config, e.g. --model.seed 1 --model.cfg_weight 3.")
+    p.add_argument("models", nargs="+",
+                   help="NAME=PATH or PATH: corl checkpoints, exported folders, or tiny / tiny-warm")
     p.add_argument("--config", "-c", required=True, help="the config whose model settings and rewards score them")
     p.add_argument("--data", default="procedural", help="procedural (a held-out seed) or a file/folder of the kind")
     p.add_argument("--examples", type=int, default=256, help="held-out examples")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="sampling seed; the same for every model")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--sampled-answers", action="store_true",
+                   help="also answer every question once at the config's text temperature (<reward>_sampled)")
     p.add_argument("--json", help="write {model: {reward: mean}} here")
     p.set_defaults(run=evaluate_command)

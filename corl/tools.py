@@ -117,6 +117,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str]) -> None:
-    """Parse and run one sub-command."""
-    args = parser().parse_args(list(argv))
+    """Parse and run one sub-command; ``corl evaluate`` passes options it does not know to the config."""
+    args, overrides = parser().parse_known_args(list(argv))
+    if overrides and args.command != "evaluate":
+        raise SystemExit(f"corl {args.command}: unrecognized arguments: {' '.join(overrides)}")
+    args.overrides = overrides
     args.run(args)

@@ -101,7 +101,8 @@ def test_rewards_refuse_unknown_names_and_weights_that_are_not_numbers():
 def test_bad_lora_settings_stop_the_cli_before_training(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="model.lora.dropout must lie in"):
-        main(["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.lora.dropout", "1.5", "--trainer.logger",
+        main(["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.model", "tiny", "--model.lora.dropout", "1.5",
+              "--trainer.logger",
               "false", "--trainer.callbacks", "null"])
     assert not list(tmp_path.rglob("*.ckpt"))
 
@@ -109,5 +110,6 @@ def test_bad_lora_settings_stop_the_cli_before_training(tmp_path, monkeypatch):
 def test_zero_steps_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="trainer.max_steps is 0: nothing would be trained"):
-        main(["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--trainer.max_steps", "0", "--trainer.logger", "false",
+        main(["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.model", "tiny", "--trainer.max_steps", "0",
+              "--trainer.logger", "false",
               "--trainer.callbacks", "null"])

@@ -67,6 +67,7 @@ def test_demo_config_trains_and_logs_to_tensorboard(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the config's relative paths (checkpoints/, runs/) land here
     main([
         "fit", "-c", str(ROOT / "configs/demo/s1.yaml"),
+        "--model.model", "tiny",  # the machinery on the random tiny model; the warm one is the demo's
         "--trainer.max_steps", "4",
         "--model.mu", "2",  # two optimiser steps per batch: the media must still share the scalars' step axis
         "--trainer.enable_progress_bar", "false",
@@ -104,8 +105,9 @@ def test_demo_config_trains_lora_adapters_that_export_and_resume(tmp_path, monke
     from corl.modules.tiny import build_tiny_janus
 
     monkeypatch.chdir(tmp_path)
-    fit = ["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.lora.r", "8", "--trainer.enable_progress_bar",
-           "false", "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.val_check_interval", "null",
+    fit = ["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.model", "tiny", "--model.lora.r", "8",
+           "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
+           "--trainer.val_check_interval", "null",
            "--data.val_source", "null", "--model.max_completion_tokens", "8", "--data.batch_size", "2"]
     main([*fit, "--trainer.max_steps", "2"])
     ckpt = tmp_path / "checkpoints/demo/s1/last.ckpt"

@@ -28,7 +28,8 @@ def train_two_ranks(tmp_path: Path, *args: str, steps: int = 2) -> list[dict]:
     """Run ``steps`` steps of the demo's stage 1 on two processes; each rank's probe record."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     command = [
-        sys.executable, "-m", "corl.cli", "fit", "-c", str(ROOT / "configs/demo/s1.yaml"), *args,
+        sys.executable, "-m", "corl.cli", "fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.model", "tiny",
+        *args,
         "--trainer.devices", "2", "--trainer.max_steps", str(steps),
         "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "null",
         "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),

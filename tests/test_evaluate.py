@@ -8,9 +8,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_model_specs_are_named():
-    assert model_specs(["tiny", "s1=checkpoints/demo/s1/last.ckpt", "exports/demo/t2i", "runs/x/last.ckpt"]) == [
-        ("tiny", None), ("s1", "checkpoints/demo/s1/last.ckpt"), ("t2i", "exports/demo/t2i"),
-        ("last", "runs/x/last.ckpt")]
+    assert model_specs(["tiny", "s1=checkpoints/demo/s1/last.ckpt", "exports/demo/t2i", "runs/x/last.ckpt",
+                        "base=tiny-warm"]) == [
+        ("tiny", "tiny"), ("s1", "checkpoints/demo/s1/last.ckpt"), ("t2i", "exports/demo/t2i"),
+        ("last", "runs/x/last.ckpt"), ("base", "tiny-warm")]
 
 
 def test_the_same_model_gets_the_same_scores_on_the_same_held_out_examples(tmp_path, monkeypatch, capsys):
@@ -24,3 +25,14 @@ def test_the_same_model_gets_the_same_scores_on_the_same_held_out_examples(tmp_p
     assert results["base"] == results["again"], "greedy answers and seeded images: reproducible"
     assert all(0.0 <= value <= 1.0 for value in results["base"].values())
     assert table(results) in capsys.readouterr().out
+
+
+def test_sampled_answers_are_scored_beside_the_greedy_ones_and_reproducibly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "eval.json"
+    main(["evaluate", "a=tiny", "b=tiny", "-c", str(ROOT / "configs/demo/s2_mcq.yaml"), "--examples", "4",
+          "--batch-size", "2", "--device", "cpu", "--sampled-answers", "--json", str(out),
+          "--model.max_completion_tokens", "6"])  # an option for the config
+    results = json.loads(out.read_text())
+    assert set(results["a"]) == {"accuracy", "format", "accuracy_sampled", "format_sampled"}
+    assert results["a"] == results["b"]

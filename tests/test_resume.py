@@ -39,7 +39,7 @@ def fit(folder: Path, *args: str, devices: int = 1) -> subprocess.CompletedProce
         "--trainer.max_steps", str(STEPS), "--trainer.devices", str(devices), "--trainer.enable_progress_bar", "false",
         "--trainer.val_check_interval", "2", "--trainer.logger.init_args.save_dir", "runs",
         "--data.batch_size", "2", "--data.val_length", "2", "--model.max_completion_tokens", "8",
-        "--model.log_media_every_n_steps", "0", *args,
+        "--model.log_media_every_n_steps", "0", "--model.model", "tiny", *args,
     ]
     # A session of its own: KillAt kills the run's whole process group, never the test runner.
     return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600,

@@ -371,10 +371,12 @@ class CoRLModule(L.LightningModule):
         return tasks if every <= 0 or len(tasks) < 2 else (tasks[(step // every) % 2],)
 
     @torch.no_grad()
-    def rollout(self, batch: ExampleBatch, tasks: tuple[str, ...] | None = None, evaluation: bool = False) -> Rollout:
+    def rollout(self, batch: ExampleBatch, tasks: tuple[str, ...] | None = None, evaluation: bool = False,
+                greedy: bool = True) -> Rollout:
         """Sample G outputs per example for each task (default: all with rewards); record pi_old and ref log-probs.
 
-        ``evaluation`` samples one image and one greedy answer per example and no reference log-probs.
+        ``evaluation`` samples one image and one answer per example and no reference log-probs; the
+        answer is greedy, or with ``greedy=False`` sampled at ``text_temperature`` as in training.
         """
         g = 1 if evaluation else self.hparams.group_size
         tasks = self.tasks() if tasks is None else tasks
@@ -387,7 +389,8 @@ class CoRLModule(L.LightningModule):
             ids, mask, image_embeds, real = self.policy.understanding_prompts(
                 batch.qa_problem, batch.qa_type, batch.real_image
             )
-            text = self.policy.sample_texts(ids, mask, image_embeds, g, temperature=0.0 if evaluation else None)
+            temperature = 0.0 if evaluation and greedy else None
+            text = self.policy.sample_texts(ids, mask, image_embeds, g, temperature=temperature)
             if self.hparams.mask_truncated_completions and not evaluation:  # DAPO: cut-off answers get no loss
                 text = replace(text, trained=text.completion_ends_with_eos.clone())
         else:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 TINY = "tiny"
+TINY_WARM = "tiny-warm"
 RANDOM_PRO_1B = "random:janus-pro-1b"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -15,15 +16,21 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
     """``(JanusForConditionalGeneration, JanusProcessor)`` for ``model``.
 
     Args:
-        model: ``tiny`` for the embedded randomly initialised model, ``random:janus-pro-1b`` for
+        model: ``tiny`` for the embedded randomly initialised model, ``tiny-warm`` for the embedded
+            model taught the procedural world (built on first use, then cached: ``corl.warm.build``),
+            ``random:janus-pro-1b`` for
             Janus-Pro-1B's architecture with random weights (GPU checks and benchmarks, no download),
             a local folder in Hugging Face format (e.g. a download of ``deepseek-community/Janus-Pro-1B``),
             or a hub id, which transformers fetches into its cache where the machine is online.
         dtype: parameter dtype, one of ``float32``, ``bfloat16``, ``float16``.
-        seed: initialisation seed of the tiny model.
+        seed: initialisation seed of the tiny model (and of the warm start's training).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if model == TINY_WARM:
+        from corl.warm.build import warm_folder
+
+        model = str(warm_folder(seed))
     if model in (TINY, RANDOM_PRO_1B):
         from corl.modules.tiny import JANUS_PRO_1B, build_tiny_janus
 
