@@ -6,7 +6,7 @@ MODEL ?= checkpoints/Janus-Pro-1B
 DATA ?= data/x2x_rft_22k
 LOGDIR ?= runs
 
-.PHONY: install test lint demo stage1 stage2 tensorboard bench spice clean
+.PHONY: install test lint warm demo stage1 stage2 tensorboard bench spice clean
 
 $(BIN)/corl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,14 +24,24 @@ test: install  ## the whole test suite (CPU, a few minutes)
 lint: install
 	$(BIN)/ruff check corl tests benchmarks scripts
 
-demo: install  ## the whole chain on the embedded tiny Janus and procedural data, on the CPU
+# The demo's seed: the warm start, the data order and every random draw (make demo SEED=1).
+SEED ?= 0
+DEMO_ARGS = --seed_everything $(SEED) --model.seed $(SEED)
+
+warm: install  ## build (once; cached in ~/.cache/corl) the warm-started tiny Janus the demo trains
+	$(BIN)/corl warm --seed $(SEED)
+
+demo: warm  ## the whole chain on the warm-started tiny Janus and procedural data, on the CPU, then the table
 	rm -rf checkpoints/demo exports/demo
-	$(BIN)/corl fit -c configs/demo/s1.yaml
-	$(BIN)/corl fit -c configs/demo/s2_t2i.yaml
-	$(BIN)/corl fit -c configs/demo/s2_mcq.yaml
-	$(BIN)/corl fit -c configs/demo/s2_oe.yaml
+	$(BIN)/corl fit -c configs/demo/s1.yaml $(DEMO_ARGS)
+	$(BIN)/corl fit -c configs/demo/s2_t2i.yaml $(DEMO_ARGS)
+	$(BIN)/corl fit -c configs/demo/s2_mcq.yaml $(DEMO_ARGS)
+	$(BIN)/corl fit -c configs/demo/s2_oe.yaml $(DEMO_ARGS)
 	$(BIN)/corl merge checkpoints/demo/s2_mcq/last.ckpt checkpoints/demo/s2_oe/last.ckpt --out exports/demo/mm2t
 	$(BIN)/corl export checkpoints/demo/s2_t2i/last.ckpt exports/demo/t2i
+	$(BIN)/corl evaluate base=tiny-warm s1=checkpoints/demo/s1/last.ckpt s2_t2i=exports/demo/t2i \
+		s2_mcq=checkpoints/demo/s2_mcq/last.ckpt s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t \
+		-c configs/demo/s1.yaml --sampled-answers --json $(LOGDIR)/demo_eval.json --model.seed $(SEED)
 
 # More options for every `corl fit` of stage1/stage2, e.g. FIT_ARGS="-c configs/fsdp.yaml".
 FIT_ARGS ?=
