@@ -31,10 +31,25 @@ def sft_completion(qa_solution: str, caption: str | None = None) -> str:
     solution = qa_solution.strip()
     if "<think>" in solution and "<answer>" in solution:
         return solution
-    found = re.findall(r"<answer>(.*?)</answer>", solution, re.S)
-    answer = found[-1].strip() if found else solution
     thought = f"The image shows {caption.strip().rstrip('.')}." if caption else ""
-    return f"<think>{thought}</think><answer>{answer}</answer>"
+    return f"<think>{thought}</think><answer>{solution_answer(solution)}</answer>"
+
+
+def prose_completion(qa_solution: str, caption: str | None = None) -> str:
+    """``sft_completion``'s reasoning and answer as plain prose, without the tags the format reward checks.
+
+    What a model that never saw the format writes; a cold start taught some of these leaves the
+    format for RL to teach without teaching the reasoning any less.
+    """
+    completion = sft_completion(qa_solution, caption)
+    thought = re.search(r"<think>(.*?)</think>", completion, re.S).group(1).strip()
+    return f"{thought} The answer is {solution_answer(completion)}.".strip()
+
+
+def solution_answer(qa_solution: str) -> str:
+    """The answer of a solution: the text of its last ``<answer>`` block, else the whole solution."""
+    found = re.findall(r"<answer>(.*?)</answer>", qa_solution, re.S)
+    return found[-1].strip() if found else qa_solution.strip()
 
 
 def question_prompt(question: str, qa_type: str) -> str:

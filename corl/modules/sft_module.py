@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from corl.data.schema import ExampleBatch
-from corl.data.templates import sft_completion
+from corl.data.templates import prose_completion, sft_completion
 from corl.modules.loading import load_janus
 from corl.modules.lora import LoRA
 from corl.modules.optim import adamw_with_schedule
@@ -37,6 +37,10 @@ class SFTModule(L.LightningModule):
             ``<begin_of_image>``), as Janus was pretrained, so classifier-free guidance keeps an
             unconditional model to contrast with.
         max_answer_tokens: longer target answers are cut to this many tokens.
+        reasoned_share: share of answers taught in the ``<think>…</think><answer>…</answer>`` format
+            (``sft_completion``); the others teach the same reasoning and answer as plain prose
+            (``prose_completion``). 1 for Cold-SFT; the demo's warm start keeps it lower, so that RL's
+            format reward has something left to teach.
         train_towers: also train the vision tower, the aligners and the generation embedding and head.
             Only for a randomly initialised model (the demo's warm start); Janus-Pro's are pretrained
             and stay frozen, as in RL.
@@ -60,6 +64,7 @@ class SFTModule(L.LightningModule):
         text_weight: float = 1.0,
         uncond_prob: float = 0.1,
         max_answer_tokens: int = 512,
+        reasoned_share: float = 1.0,
         train_towers: bool = False,
         lr: float = 1e-5,
         weight_decay: float = 0.0,
@@ -77,6 +82,8 @@ class SFTModule(L.LightningModule):
             raise ValueError("model.image_weight and model.text_weight must not be negative, and one must be positive")
         if not 0 <= uncond_prob < 1:
             raise ValueError(f"model.uncond_prob must lie in [0, 1), got {uncond_prob}")
+        if not 0 <= reasoned_share <= 1:
+            raise ValueError(f"model.reasoned_share must lie in [0, 1], got {reasoned_share}")
         if train_towers and lora is not None:
             raise ValueError("model.train_towers trains every weight but the VQ model's, model.lora only adapters "
                              "on the LLM: set one of them")
@@ -128,7 +135,9 @@ class SFTModule(L.LightningModule):
         """Mean NLL per answer token of the target answers given (image, question)."""
         ids, mask, features, _ = self.policy.understanding_prompts(batch.qa_problem, batch.qa_type, batch.real_image)
         captions = batch.prompt or [None] * len(batch)
-        answers = [sft_completion(solution, caption) for solution, caption in zip(batch.qa_solution, captions)]
+        reasoned = (torch.rand(len(batch)) < self.hparams.reasoned_share).tolist()
+        answers = [(sft_completion if keep else prose_completion)(solution, caption)
+                   for solution, caption, keep in zip(batch.qa_solution, captions, reasoned, strict=True)]
         completion, completion_mask = self.policy.answer_ids(answers)
         limit = self.hparams.max_answer_tokens
         completion, completion_mask = completion[:, :limit], completion_mask[:, :limit]

@@ -16,6 +16,7 @@ code builds anew instead of loading a stale model.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import fcntl
 import hashlib
@@ -69,6 +70,8 @@ class WarmRecipe:
         image_weight: weight of the image-token loss beside the answer loss (1): image tokens carry
             several nats each, and at equal weight they take the clipped gradient from the answers.
         uncond_prob: share of image rows trained on the unconditional prompt (for CFG).
+        reasoned_share: share of SFT answers in the ``<think>…</think><answer>…</answer>`` format; the
+            others say the same in plain prose, so the warm model answers in the format only part of the time.
     """
 
     sizes: JanusSizes = field(default_factory=lambda: WARM_SIZES)
@@ -81,6 +84,7 @@ class WarmRecipe:
     sft_warmup_steps: int = 10
     image_weight: float = 0.3
     uncond_prob: float = 0.1
+    reasoned_share: float = 0.4
 
 
 RECIPE = WarmRecipe()  # tiny-warm's
@@ -124,7 +128,9 @@ def warm_folder(seed: int = 0, recipe: WarmRecipe | None = None) -> Path:
         if not (folder / "warm.json").is_file():
             partial = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
             try:
-                build_warm(partial, seed, recipe)
+                # In a fresh context: LightningCLI instantiates a module's arguments under a context
+                # variable that every save_hyperparameters() inside would read as its own.
+                contextvars.Context().run(build_warm, partial, seed, recipe)
                 os.replace(partial, folder)
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
@@ -184,7 +190,7 @@ def _sft(model_folder: str, seed: int, recipe: WarmRecipe) -> dict:
         torch.manual_seed(seed)
         module = SFTModule(
             model=model_folder, image_weight=recipe.image_weight, text_weight=1.0, uncond_prob=recipe.uncond_prob,
-            max_answer_tokens=64, train_towers=True, lr=recipe.sft_lr, warmup_steps=recipe.sft_warmup_steps,
+            max_answer_tokens=64, reasoned_share=recipe.reasoned_share, train_towers=True, lr=recipe.sft_lr, warmup_steps=recipe.sft_warmup_steps,
             lr_schedule="cosine",
         )
         data = ExampleDataModule(source="procedural", kind="triplet", batch_size=recipe.sft_batch_size,

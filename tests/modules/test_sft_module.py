@@ -6,7 +6,7 @@ from corl.checkpoints import read_checkpoint
 from corl.data.datamodule import ExampleDataModule
 from corl.data.procedural import ProceduralExamples
 from corl.data.schema import collate_examples
-from corl.data.templates import sft_completion
+from corl.data.templates import prose_completion, sft_completion, solution_answer
 from corl.modules.corl_module import CoRLModule
 from corl.modules.lora import LoRA
 from corl.modules.rewards import TextReward
@@ -19,6 +19,42 @@ def test_sft_completion_keeps_reasoning_or_builds_it_from_the_caption():
     assert sft_completion("<answer>B</answer>", "a red circle on a white background.") == (
         "<think>The image shows a red circle on a white background.</think><answer>B</answer>")
     assert sft_completion("blue") == "<think></think><answer>blue</answer>"
+
+
+def test_solution_answer_is_the_last_answer_block_or_the_whole_solution():
+    assert solution_answer("<think>x</think><answer> B </answer>") == "B"
+    assert solution_answer("<answer>a</answer> then <answer>two</answer>") == "two"
+    assert solution_answer(" blue ") == "blue"
+
+
+def test_prose_completion_says_the_reasoning_and_answer_without_the_tags():
+    own = "<think>two shapes</think><answer>two</answer>"
+    assert prose_completion(own) == "two shapes The answer is two."
+    assert prose_completion("<answer>B</answer>", "a red circle") == "The image shows a red circle. The answer is B."
+    assert prose_completion("blue") == "The answer is blue."
+    assert TextReward("format")([prose_completion(own), own]).tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_reasoned_share_of_the_answers_is_taught_in_the_format_the_rest_bare(share, monkeypatch):
+    torch.manual_seed(0)
+    module = SFTModule(image_weight=0.0, reasoned_share=share)
+    taught = []
+    answer_ids = module.policy.answer_ids
+    monkeypatch.setattr(module.policy, "answer_ids", lambda answers: taught.extend(answers) or answer_ids(answers))
+    b = batch(16)
+    module.text_loss(b)
+    reasoned = [sft_completion(s, c) for s, c in zip(b.qa_solution, b.prompt)]
+    prose = [prose_completion(s, c) for s, c in zip(b.qa_solution, b.prompt)]
+    assert all(t in (r, p) for t, r, p in zip(taught, reasoned, prose, strict=True))
+    share_taught = sum(t == r for t, r in zip(taught, reasoned)) / len(taught)
+    assert share_taught == share if share in (0.0, 1.0) else 0.2 < share_taught < 0.8
+    assert all("<answer>" not in p and "The image shows" in p for p in prose)
+
+
+def test_reasoned_share_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match="reasoned_share"):
+        SFTModule(reasoned_share=1.5)
 
 
 def batch(n, kind="triplet"):

@@ -1,5 +1,6 @@
 import json
 
+import lightning as L
 import pytest
 import torch
 
@@ -86,3 +87,18 @@ def test_a_failed_build_leaves_nothing_that_looks_finished(cache, monkeypatch):
     with pytest.raises(RuntimeError, match="killed"):
         warm_folder(0, SMALL)
     assert [p.name for p in (cache / "warm").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_the_first_use_builds_from_inside_a_lightning_cli_module(cache, monkeypatch):
+    from lightning.pytorch.cli import LightningCLI
+
+    class Probe(L.LightningModule):
+        def __init__(self, name: str = "tiny-warm") -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.janus = load_janus(name, seed=0)[0]
+
+    monkeypatch.setattr(build, "RECIPE", SMALL)
+    cli = LightningCLI(Probe, run=False, args=["--trainer.logger", "false"], save_config_callback=None)
+    assert cli.model.hparams.name == "tiny-warm"
+    assert (warm_folder(0, SMALL) / "warm.json").is_file()
