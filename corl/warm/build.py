@@ -190,8 +190,8 @@ def _sft(model_folder: str, seed: int, recipe: WarmRecipe) -> dict:
         torch.manual_seed(seed)
         module = SFTModule(
             model=model_folder, image_weight=recipe.image_weight, text_weight=1.0, uncond_prob=recipe.uncond_prob,
-            max_answer_tokens=64, reasoned_share=recipe.reasoned_share, train_towers=True, lr=recipe.sft_lr, warmup_steps=recipe.sft_warmup_steps,
-            lr_schedule="cosine",
+            max_answer_tokens=64, reasoned_share=recipe.reasoned_share, train_towers=True, lr=recipe.sft_lr,
+            warmup_steps=recipe.sft_warmup_steps, lr_schedule="cosine",
         )
         data = ExampleDataModule(source="procedural", kind="triplet", batch_size=recipe.sft_batch_size,
                                  length=recipe.sft_steps * recipe.sft_batch_size, seed=seed + 1,
