@@ -26,7 +26,7 @@ lint: install
 
 # The demo's seed: the warm start, the data order and every random draw (make demo SEED=1).
 SEED ?= 0
-DEMO_ARGS = --seed_everything $(SEED) --model.seed $(SEED)
+DEMO_ARGS = --seed_everything $(SEED) --model.seed $(SEED) --data.seed $(SEED)
 
 warm: install  ## build (once; cached in ~/.cache/corl) the warm-started tiny Janus the demo trains
 	$(BIN)/corl warm --seed $(SEED)
