@@ -18,8 +18,8 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
     Args:
         model: ``tiny`` for the embedded randomly initialised model, ``tiny-warm`` for the embedded
             model taught the procedural world (built on first use, then cached: ``corl.warm.build``),
-            ``random:janus-pro-1b`` for
-            Janus-Pro-1B's architecture with random weights (GPU checks and benchmarks, no download),
+            ``random:janus-pro-1b`` for Janus-Pro-1B's architecture with random weights (GPU checks
+            and benchmarks, no download),
             a local folder in Hugging Face format (e.g. a download of ``deepseek-community/Janus-Pro-1B``),
             or a hub id, which transformers fetches into its cache where the machine is online.
         dtype: parameter dtype, one of ``float32``, ``bfloat16``, ``float16``.

@@ -32,9 +32,8 @@ from pathlib import Path
 
 import torch
 
+from corl.modules.loading import TINY_WARM
 from corl.modules.tiny import JanusSizes
-
-WARM = "tiny-warm"
 
 # The sizes the recipe's budget learns in: a 64 px scene is 8 x 8 = 64 image tokens (patches of 8 px);
 # the VQ has 64 channels (GroupNorm(32) at 32 would be instance norm and wash out colour) and 1024
@@ -120,7 +119,7 @@ def warm_folder(seed: int = 0, recipe: WarmRecipe | None = None) -> Path:
         recipe: the recipe; None is ``tiny-warm``'s.
     """
     recipe = recipe or RECIPE
-    folder = cache_root() / "warm" / f"{WARM}-seed{seed}-{fingerprint(recipe, seed)}"
+    folder = cache_root() / "warm" / f"{TINY_WARM}-seed{seed}-{fingerprint(recipe, seed)}"
     if (folder / "warm.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -231,5 +230,5 @@ def warm_command(seed: int = 0, recipe: WarmRecipe | None = None) -> None:
     """
     folder = warm_folder(seed, recipe)
     stats = json.loads((folder / "warm.json").read_text())
-    _say(f"{WARM} seed {seed}: {folder} (built in {stats['seconds']:.0f} s; VQ held-out pixel error "
+    _say(f"{TINY_WARM} seed {seed}: {folder} (built in {stats['seconds']:.0f} s; VQ held-out pixel error "
          f"{stats['vq']['held_out_error']:.3f})")
