@@ -68,6 +68,7 @@ def test_demo_config_trains_and_logs_to_tensorboard(tmp_path, monkeypatch):
     main([
         "fit", "-c", str(ROOT / "configs/demo/s1.yaml"),
         "--model.model", "tiny",  # the machinery on the random tiny model; the warm one is the demo's
+        "--model.seed", "1",  # another seed than data.seed's: two settings, both logged
         "--trainer.max_steps", "4",
         "--model.mu", "2",  # two optimiser steps per batch: the media must still share the scalars' step axis
         "--trainer.enable_progress_bar", "false",

@@ -59,7 +59,10 @@ class ExampleDataModule(L.LightningDataModule):
         val_length: int = 64,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Kept in checkpoints, not merged into the logger's hyperparameters: Lightning refuses a module
+        # and a DataModule whose same-named settings differ (model.seed and data.seed are two seeds).
+        # LightningCLI's config.yaml beside the logs has every data setting.
+        self.save_hyperparameters(logger=False)
         self.dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self._extra: ResumableBatches | None = None  # the stream of further examples (dynamic sampling)
