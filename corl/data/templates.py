@@ -15,6 +15,8 @@ OE_INSTRUCTION = (
     "Your response MUST strictly follow this format: <think> ...</think> <answer>concise answer</answer>"
 )
 
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+
 
 def is_multiple_choice(qa_type: str) -> bool:
     """``qa_type`` "MC" marks a multiple-choice question; every other value is open-ended."""
@@ -46,10 +48,16 @@ def prose_completion(qa_solution: str, caption: str | None = None) -> str:
     return f"{thought} The answer is {solution_answer(completion)}.".strip()
 
 
+def extract_answer(completion: str) -> str | None:
+    """The text inside the last ``<answer>…</answer>`` block, or None when there is none."""
+    found = _ANSWER.findall(completion)
+    return found[-1].strip() if found else None
+
+
 def solution_answer(qa_solution: str) -> str:
     """The answer of a solution: the text of its last ``<answer>`` block, else the whole solution."""
-    found = re.findall(r"<answer>(.*?)</answer>", qa_solution, re.S)
-    return found[-1].strip() if found else qa_solution.strip()
+    answer = extract_answer(qa_solution)
+    return qa_solution.strip() if answer is None else answer
 
 
 def question_prompt(question: str, qa_type: str) -> str:

@@ -11,11 +11,11 @@ import string
 from fractions import Fraction
 from typing import Any, Sequence
 
+from corl.data.templates import extract_answer
 from corl.modules.rewards.math_answers import math_equal
 
 _NO_TAG = r"(?:(?!</?think>|</?answer>).)*"  # any text that opens or closes no tag
 _FORMAT = re.compile(rf"\s*<think>{_NO_TAG}</think>\s*<answer>{_NO_TAG}</answer>\s*", re.S)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _OPTION_LINE = re.compile(r"(?:^|\s)\(?([A-Z])[.):]\s*(.+?)(?=\s+\(?[A-Z][.):]\s|\n|$)", re.M)
 _LETTER_FORMS = (
     re.compile(r"^\(?([A-Za-z])\)?[.:)]?$"),  # B  B.  (B)  B)  B:  and a lone "b", which can only be a letter
@@ -34,12 +34,6 @@ _ARTICLES = {"a", "an", "the"}
 # "A" opening the answer or an option's text ("B. A dog") is an article, not option A; "A or B" is not
 _ARTICLE_A = re.compile(r"(^|\(?\b[A-Z][.:)]\s*)A\s+(?!(?:or|and|nor|vs)\b)(?=[a-z])")
 OE_MATCHES = ("exact", "soft")
-
-
-def extract_answer(completion: str) -> str | None:
-    """The text inside the last ``<answer>…</answer>`` block, or None when there is none."""
-    found = _ANSWER.findall(completion)
-    return found[-1].strip() if found else None
 
 
 def format_reward(completions: Sequence[str], **columns: Any) -> list[float]:
