@@ -6,7 +6,7 @@ from corl.warm.vq import (
     ema_codebook_update,
     quantize_on_sphere,
     reconstruction_error,
-    restart_dead_codes,
+    reconstruction_loss,
     scene_pixels,
     train_vq,
 )
@@ -50,12 +50,18 @@ def test_quantize_on_sphere_by_hand():
     torch.testing.assert_close(loss, torch.tensor(1.25 * (z0**2 + (1 - z1) ** 2) / 2))
 
 
-def test_restart_dead_codes_moves_only_unused_codes():
-    codebook = torch.eye(4)
-    usage = torch.tensor([3.0, 0.0, 1.0, 0.0])
-    latents = torch.tensor([[0.0, 0.0, 0.0, 2.0]])  # one latent: both dead codes land on it, normalised
-    assert restart_dead_codes(codebook, usage, latents, torch.Generator().manual_seed(0)) == 2
-    torch.testing.assert_close(codebook, torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1]]))
+def test_reconstruction_loss_by_hand_weights_the_objects():
+    # a 1 x 2 image: a background pixel at the top-left (the reference) and one object pixel
+    pixels = torch.tensor([[[[-1.0, 1.0]], [[-1.0, 1.0]], [[-1.0, 1.0]]]])  # [1, 3, 1, 2]: black, then white
+    off = torch.tensor([[0.5, 0.0]]).expand(3, 1, 2)[None]  # error 0.5 on the background pixel only
+    # weights 1 (background) and 1 + 3 = 4 (object); per-channel error e + e^2 = 0.75 on one of two pixels
+    mean_weight = (1 + 4) / 2
+    loss = reconstruction_loss
+    torch.testing.assert_close(loss(pixels + off, pixels, 3.0), torch.tensor(0.75 * 1 / 2 / mean_weight))
+    on_object = torch.tensor([[0.0, -0.5]]).expand(3, 1, 2)[None]  # the same error on the object pixel
+    torch.testing.assert_close(loss(pixels + on_object, pixels, 3.0), torch.tensor(0.75 * 4 / 2 / mean_weight))
+    torch.testing.assert_close(loss(pixels + on_object, pixels, 0.0), torch.tensor(0.75 / 2))
+    assert loss(pixels, pixels, 3.0) == 0
 
 
 def test_ema_codebook_update_by_hand():
