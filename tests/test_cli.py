@@ -109,7 +109,8 @@ def test_demo_config_trains_lora_adapters_that_export_and_resume(tmp_path, monke
     fit = ["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.model", "tiny", "--model.lora.r", "8",
            "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
            "--trainer.val_check_interval", "null",
-           "--data.val_source", "null", "--model.max_completion_tokens", "8", "--data.batch_size", "2"]
+           "--data.val_source", "null", "--model.max_completion_tokens", "8", "--data.batch_size", "2",
+           "--model.mu", "1"]  # one optimiser step per rollout, so max_steps 3 is one more rollout
     main([*fit, "--trainer.max_steps", "2"])
     ckpt = tmp_path / "checkpoints/demo/s1/last.ckpt"
     main(["export", str(ckpt), "merged"])

@@ -35,6 +35,7 @@ def train_two_ranks(tmp_path: Path, *args: str, steps: int = 2) -> list[dict]:
         "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
         "--trainer.callbacks+=rank_probe.RankProbe", "--trainer.callbacks.out", str(tmp_path / "probe"),
         "--data.val_source", "null", "--data.batch_size", "2", "--model.max_completion_tokens", "8",
+        "--model.mu", "1",  # one optimiser step per rollout: steps and rollouts are one count
     ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

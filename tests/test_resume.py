@@ -23,7 +23,10 @@ KILLED_AT = 2  # the process dies as step 3 starts, right after step 2's checkpo
 
 
 def fit(folder: Path, *args: str, devices: int = 1) -> subprocess.CompletedProcess:
-    """``corl fit`` of the demo's stage 1, small, checkpointing every step; each step logged by StepLog."""
+    """``corl fit`` of the demo's stage 1, small, checkpointing every step; each step logged by StepLog.
+
+    One pass per rollout (``mu`` 1), so that optimiser steps, rollouts and logged steps are one count.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "resume.yaml").write_text(
         "trainer:\n"
@@ -39,7 +42,7 @@ def fit(folder: Path, *args: str, devices: int = 1) -> subprocess.CompletedProce
         "--trainer.max_steps", str(STEPS), "--trainer.devices", str(devices), "--trainer.enable_progress_bar", "false",
         "--trainer.val_check_interval", "2", "--trainer.logger.init_args.save_dir", "runs",
         "--data.batch_size", "2", "--data.val_length", "2", "--model.max_completion_tokens", "8",
-        "--model.log_media_every_n_steps", "0", "--model.model", "tiny", *args,
+        "--model.log_media_every_n_steps", "0", "--model.model", "tiny", "--model.mu", "1", *args,
     ]
     # A session of its own: KillAt kills the run's whole process group, never the test runner.
     return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600,
