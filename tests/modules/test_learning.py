@@ -1,10 +1,23 @@
-"""A few dozen GRPO steps on the tiny model raise a simple verifiable reward, for each task alone."""
+"""A few dozen GRPO steps raise a verifiable reward: toy rewards on the random tiny model, for each task
+alone, and the paper's answer rewards on a small warm start, measured on held-out questions."""
 
 import lightning as L
+import pytest
 
 from corl.data.datamodule import ExampleDataModule
+from corl.data.procedural import ProceduralExamples
+from corl.evaluate import HELD_OUT_SEED, evaluate
 from corl.modules.corl_module import CoRLModule
 from corl.modules.rewards import ImageReward, TextReward
+from corl.modules.tiny import JanusSizes
+from corl.warm.build import WarmRecipe, warm_folder
+
+# A warm start that has learned a little of the procedural world in ~20 s: 32 px scenes, 200 SFT steps;
+# half its answers were taught in the <think>/<answer> format, the others in prose.
+LEARNED = WarmRecipe(
+    sizes=JanusSizes(image_size=32, patch_size=8, vq_base_channels=64, vq_res_blocks=0, codebook_size=256),
+    vq_steps=10, vq_batch_size=4, sft_steps=200, sft_batch_size=8, reasoned_share=0.5,
+)
 
 
 class LowCodes(ImageReward):
@@ -50,3 +63,29 @@ def test_image_grpo_raises_a_verifiable_reward(quiet_trainer):
     values = train(module, 30, quiet_trainer)
     start, end = sum(values[:5]) / 5, sum(values[-5:]) / 5
     assert end - start > 0.6 * (1.0 - start), (start, end)  # most of the way from the start to the maximum, 1
+
+
+@pytest.fixture(scope="module")
+def warm_start(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CORL_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return str(warm_folder(0, LEARNED))
+
+
+def answer_module(model: str, **kwargs) -> CoRLModule:
+    rewards = [TextReward("accuracy"), TextReward("format")]
+    return CoRLModule(model=model, text_rewards=rewards, group_size=8, max_completion_tokens=48, **kwargs)
+
+
+def test_grpo_teaches_a_warm_start_the_answer_format_and_raises_held_out_accuracy(warm_start, quiet_trainer):
+    held_out = ProceduralExamples(64, HELD_OUT_SEED, 32, "qa")
+    before = evaluate(answer_module(warm_start), held_out, batch_size=32, seed=0, device="cpu")
+    assert before["format"] < 0.3, before  # greedy answers are mostly prose: the tags are RL's to teach
+
+    L.seed_everything(0)
+    module = answer_module(warm_start, lr=2e-4, micro_batch_size=16, log_media_every_n_steps=0)
+    trainer, _ = quiet_trainer(40)
+    trainer.fit(module, ExampleDataModule(batch_size=2, length=512, image_size=32, kind="qa"))
+    after = evaluate(module, held_out, batch_size=32, seed=0, device="cpu")
+    assert after["format"] > 0.9, (before, after)
+    assert after["accuracy"] > before["accuracy"] + 0.1, (before, after)
