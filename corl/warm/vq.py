@@ -157,10 +157,10 @@ def train_vq(
     Every step draws ``batch_size`` fresh scenes (indices ``step * batch_size ...`` of scene set
     ``seed``), so the model never sees an image twice; the learning rate decays on a cosine to zero.
     The defaults won in one-minute runs at 64 px: lr 1e-3 and above learned markedly slower, codebook
-    decays 0.8 / 0.99 and a gradient-trained codebook ended worse than 0.95. The loss
-    decides what the VQ can show: 300 steps of plain L1 decoded a quarter of the held-out objects in
-    their colour (scene reward of the reconstructions 0.49), L1 + L2 with the objects weighted 3 more
-    than nine in ten (0.80; weight 9 lost the backgrounds). And the codes must be learnable: with 1024
+    decays 0.8 / 0.99 and a gradient-trained codebook ended worse than 0.95. The loss decides what the
+    VQ can show: 300 steps of plain L1 decoded a quarter of the held-out objects in their colour (scene
+    reward of the reconstructions 0.49), L1 + L2 with the objects weighted 3 more decoded nine in ten
+    (0.80; weight 9 lost the backgrounds). And the codes must be learnable: with 1024
     codes and dead ones re-seeded on random latents (mostly background) every 50 steps, a uniform white
     patch came out as any of 209 codes, and the cold-start SFT ended at 3.4 nats per image token; with
     256 codes and no re-seeding, at 1.7.
@@ -174,8 +174,8 @@ def train_vq(
         steps: optimiser steps.
         batch_size: scenes per step.
         image_size: side of the scenes in pixels; must be the VQ's image size.
-        seed: seeds the scenes and the initialisation; equal seeds give equal
-            weights (the global RNG is left untouched).
+        seed: seeds the scenes and the initialisation; equal seeds give equal weights (the global RNG
+            is left untouched).
         lr: peak Adam learning rate.
         object_weight: extra weight of the objects' pixels in the loss (``reconstruction_loss``).
         codebook_decay: EMA decay of the k-means codebook update (``ema_codebook_update``); None
