@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from corl.data.schema import Example, columns_of
+from corl.data.templates import solution_answer
 
 SUFFIXES = (".parquet", ".jsonl")
 TEXT_COLUMNS = ("prompt", "qa_problem", "qa_solution", "qa_type")
@@ -156,6 +157,8 @@ class ExampleFiles(Dataset):
                 return f"column {theirs!r} must be text, got {type(value).__name__}"
             if not str(value).strip():
                 return f"column {theirs!r} is empty"
+            if ours == "qa_solution" and not solution_answer(str(value)):
+                return f"column {theirs!r} has an empty <answer> block: nothing to grade answers against"
             if len(str(value)) > self.max_text_chars:
                 return (f"column {theirs!r} has {len(str(value)):,} characters, more than "
                         f"data.max_text_chars = {self.max_text_chars:,}")

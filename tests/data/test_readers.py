@@ -215,6 +215,14 @@ def test_null_value_counts_as_missing_in_jsonl(tmp_path):
         ExampleFiles(file)
 
 
+def test_solution_with_an_empty_answer_block_names_file_and_row(tmp_path):
+    rows = [row(0, "a.png"), {**row(1, "a.png"), "qa_solution": "<think>hm</think><answer> </answer>"}]
+    file = write_jsonl(tmp_path / "blank.jsonl", rows)
+    with pytest.raises(DataError, match=r"blank\.jsonl, row 1\b.*qa_solution.*empty <answer>"):
+        ExampleFiles(file)
+    assert len(ExampleFiles(file, skip_bad_rows=True)) == 1
+
+
 def test_missing_mapped_column_names_the_files_column(tmp_path):
     file = write_jsonl(tmp_path / "m.jsonl", [row(0, "a.png")])
     with pytest.raises(DataError, match=r"m\.jsonl, row 0\b.*'picture'"):

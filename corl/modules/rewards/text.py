@@ -11,7 +11,7 @@ import string
 from fractions import Fraction
 from typing import Any, Sequence
 
-from corl.data.templates import extract_answer
+from corl.data.templates import extract_answer, solution_answer
 from corl.modules.rewards.math_answers import math_equal
 
 _NO_TAG = r"(?:(?!</?think>|</?answer>).)*"  # any text that opens or closes no tag
@@ -103,7 +103,7 @@ def mcq_accuracy_reward(
     scores = []
     for completion, solution, problem in zip(completions, qa_solution, problems, strict=True):
         options = _options(problem)
-        truth = mcq_choice(extract_answer(solution) or solution, options)
+        truth = mcq_choice(solution_answer(solution), options)
         answer = _answer_or_fallback(completion, lenient)
         scores.append(1.0 if answer is not None and truth is not None and mcq_choice(answer, options) == truth else 0.0)
     return scores
@@ -193,7 +193,7 @@ def oe_accuracy_reward(
     scores = []
     for completion, solution in zip(completions, qa_solution, strict=True):
         answer = _answer_or_fallback(completion, lenient)
-        truth = extract_answer(solution) or solution
+        truth = solution_answer(solution)
         scores.append(0.0 if answer is None else oe_score(answer, truth, oe_match))
     return scores
 

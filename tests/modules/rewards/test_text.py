@@ -1,5 +1,6 @@
 import pytest
 
+from corl.data.templates import sft_completion
 from corl.modules.rewards.base import TextReward
 from corl.modules.rewards.text import (
     accuracy_reward,
@@ -498,3 +499,18 @@ def test_rewards_on_empty_batch():
     assert mcq_accuracy_reward([], qa_solution=[]) == []
     assert oe_accuracy_reward([], qa_solution=[]) == []
     assert accuracy_reward([], qa_solution=[], qa_type=[]) == []
+
+
+@pytest.mark.parametrize("solution", [
+    "B", "  B \n", "<answer> B </answer>", "<think>it is blue</think><answer>B</answer>",
+    "<answer>C</answer> corrected: <answer>B</answer>",
+])
+def test_the_sft_target_of_a_solution_is_graded_right(solution):
+    # The rewards read the truth as the SFT reads its target (solution_answer), so what a cold start is
+    # taught scores full accuracy, whatever form the data's solution takes.
+    target = sft_completion(solution, caption="a blue circle")
+    assert mcq(target, solution=solution) == 1.0
+    assert oe(target, solution) == 1.0
+    scores = accuracy_reward([target] * 2, qa_solution=[solution] * 2, qa_type=["MC", "color"],
+                             qa_problem=[QUESTION] * 2)
+    assert scores == [1.0, 1.0]
