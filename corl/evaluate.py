@@ -85,15 +85,14 @@ def evaluate(
             total, count = sums.get(name + suffix, [0.0, 0])
             sums[name + suffix] = [total + float(values.sum()), count + values.numel()]
 
-    text_names = [reward.name for reward in module.text_rewards]
     for start in range(0, len(dataset), batch_size):
         batch = collate_examples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         with module.rollout_mode(), seeded(seed + start, module.device):
-            add(module.score(module.rollout(batch, evaluation=True), batch),
-                [reward.name for reward in module.image_rewards] + text_names)
-            if sampled_answers and text_names:
-                answers = module.rollout(batch, tasks=("text",), evaluation=True, greedy=False)
-                add(module.score(answers, batch), text_names, "_sampled")
+            scores = module.score(module.rollout(batch, evaluation=True), batch)
+            add(scores, module.reward_names(scores))
+            if sampled_answers and module.text_rewards:
+                answers = module.score(module.rollout(batch, tasks=("text",), evaluation=True, greedy=False), batch)
+                add(answers, module.reward_names(answers, "text"), "_sampled")
     return {name: (total / count if count else float("nan")) for name, (total, count) in sums.items()}
 
 

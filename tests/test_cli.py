@@ -82,7 +82,8 @@ def test_demo_config_trains_and_logs_to_tensorboard(tmp_path, monkeypatch):
     events = EventAccumulator(str(version), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for name in ("cycle", "tim", "scene", "accuracy", "format", "total"):
+    for name in ("cycle", "tim", "scene", "scene/background", "scene/count", "scene/colour", "scene/shape",
+                 "accuracy", "format", "total"):
         assert f"reward/{name}/mean" in scalars and f"reward/{name}/std" in scalars
         assert len(events.Scalars(f"reward/{name}/mean")) == 2
     for name in ("cycle", "tim", "scene", "accuracy", "format"):

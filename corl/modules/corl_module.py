@@ -419,12 +419,12 @@ class CoRLModule(L.LightningModule):
         """
         with self.rollout_mode(), seeded(self.hparams.seed * 7919 + batch_idx, self.device):
             rewards = self.score(self.rollout(batch, evaluation=True), batch)
-        for reward in (*self.image_rewards, *self.text_rewards):
-            values = rewards[reward.name]
+        for name in self.reward_names(rewards):
+            values = rewards[name]
             values = values[~values.isnan()]
             # Logged even with nothing scored (weight 0), so every rank syncs the same keys.
             mean = values.mean() if values.numel() else values.new_zeros(())
-            self.log(f"val/{reward.name}", mean, on_step=False, on_epoch=True, batch_size=values.numel(),
+            self.log(f"val/{name}", mean, on_step=False, on_epoch=True, batch_size=values.numel(),
                      sync_dist=True)
 
     def _logprobs(self, rollout: Rollout, reference=None, rows: torch.Tensor | None = None, with_entropy=False):
@@ -439,7 +439,7 @@ class CoRLModule(L.LightningModule):
 
     @torch.no_grad()
     def score(self, rollout: Rollout, batch: ExampleBatch) -> dict[str, torch.Tensor]:
-        """Every reward ``[R]`` by name, plus the weighted ``image``, ``text`` and paired ``total``.
+        """Every reward ``[R]`` by name and its parts (``<name>/<part>``), the weighted ``image``, ``text``, ``total``.
 
         The named rewards keep their NaNs (counted in the logs); in the sums an unscored item counts as
         its group's mean of that reward (``fill_unscored``), so it neither wins nor loses.
@@ -461,26 +461,37 @@ class CoRLModule(L.LightningModule):
                 policy=self.policy,
             )
             for reward in self.image_rewards:
-                out[reward.name] = self._timed_reward(reward.name, reward, samples)
+                out[reward.name], parts = self._timed_reward(reward.name, reward, samples)
+                out.update({f"{reward.name}/{part}": value for part, value in parts.items()})
                 image_total += reward.weight * fill_unscored(out[reward.name], rollout.group_size)
         if rollout.text is not None:
             examples = (rows // rollout.group_size).tolist()
             columns = {k: [v[i] for i in examples] for k, v in batch.text_columns().items()}
             for reward in self.text_rewards:
-                out[reward.name] = self._timed_reward(reward.name, reward, rollout.text.texts, **columns)
+                out[reward.name], _ = self._timed_reward(reward.name, reward, rollout.text.texts, **columns)
                 text_total += reward.weight * fill_unscored(out[reward.name], rollout.group_size)
         out["image"], out["text"] = image_total, text_total
         out["total"] = image_total + self.hparams.text_weight * text_total
         return out
 
-    def _timed_reward(self, name: str, reward, *args, **kwargs) -> torch.Tensor:
-        """Run one reward, on the device, timed (waiting for the GPU so the time is the reward's own)."""
+    def _timed_reward(self, name: str, reward, *args, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run one reward, on the device, timed (waiting for the GPU so the time is the reward's own).
+
+        Returns its scores and sub-scores (``ImageReward.scored``; a text reward has none).
+        """
         start = time.perf_counter()
-        value = _call_reward(name, reward, *args, **kwargs).to(self.device)
+        value, parts = _call_reward(name, reward, *args, **kwargs)
+        value, parts = value.to(self.device), {part: v.to(self.device) for part, v in parts.items()}
         if value.is_cuda:
             torch.cuda.synchronize(value.device)
         self.reward_times[name] = time.perf_counter() - start
-        return value
+        return value, parts
+
+    def reward_names(self, scores: dict[str, torch.Tensor], task: str | None = None) -> list[str]:
+        """The keys of ``score``'s output that are rewards (of ``task``: ``image`` or ``text``) or their sub-scores."""
+        rewards = {"image": self.image_rewards, "text": self.text_rewards}
+        names = {reward.name for t in ([task] if task else rewards) for reward in rewards[t]}
+        return [key for key in scores if key.split("/")[0] in names]
 
     def update(self, rollout: Rollout, advantages: torch.Tensor, rewards: dict[str, torch.Tensor]) -> dict[str, float]:
         """``mu`` optimiser steps over the rollout, each accumulating over micro-batches of rows.
@@ -590,10 +601,12 @@ class CoRLModule(L.LightningModule):
         )
 
 
-def _call_reward(name: str, reward, *args, **kwargs) -> torch.Tensor:
-    """Run one reward; an exception inside it stops the run with the reward's name in the message."""
+def _call_reward(name: str, reward, *args, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run one reward and its parts; an exception inside it stops the run with the reward's name in the message."""
     try:
-        value = reward(*args, **kwargs)
+        run = reward.scored if isinstance(reward, ImageReward) else lambda *a, **k: (reward(*a, **k), {})
+        value, parts = run(*args, **kwargs)
     except Exception as err:  # noqa: BLE001 - re-raised with context
         raise RuntimeError(f"reward {name!r} failed: {err}") from err
-    return torch.as_tensor(value, dtype=torch.float32)
+    return torch.as_tensor(value, dtype=torch.float32), {
+        part: torch.as_tensor(v, dtype=torch.float32) for part, v in parts.items()}

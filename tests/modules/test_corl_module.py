@@ -295,3 +295,19 @@ def test_loss_variants_train_and_log_entropy(quiet_trainer, options):
         assert steps[0][f"{task}/ratio"] == pytest.approx(1.0, abs=1e-5)
         assert steps[0][f"{task}/entropy"] > 0
     assert math.isfinite(steps[-1]["loss/total"])
+
+
+def test_an_image_rewards_parts_are_scored_logged_and_validated_beside_it():
+    class WithParts(Constant):
+        def scored(self, samples):
+            values = self(samples)
+            return values, {"half": values / 2}
+
+    m = module(image_rewards=[WithParts([0.2, 0.4, 0.6, 0.8], name="w")], text_rewards=[TextReward("format")])
+    b = batch()
+    rewards = m.score(m.rollout(b), b)
+    torch.testing.assert_close(rewards["w/half"], torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    torch.testing.assert_close(rewards["image"], torch.tensor([0.2, 0.4, 0.6, 0.8]))  # the parts add nothing
+    assert m.reward_names(rewards) == ["w", "w/half", "format"]
+    assert m.reward_names(rewards, "text") == ["format"]
+    assert reward_stats(rewards, torch.zeros(4))["reward/w/half/mean"].item() == pytest.approx(0.25)

@@ -78,6 +78,14 @@ class ImageReward:
         """Rewards ``[R]``, one per generated image; NaN where an image cannot be scored."""
         raise NotImplementedError
 
+    def scored(self, samples: GeneratedImages) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The rewards ``[R]`` and the sub-scores they are made of, by name; most rewards have none.
+
+        Each part is ``[R]`` (NaN where it does not apply) and is logged as ``<name>/<part>`` beside the
+        reward, so a run shows which part of it moves.
+        """
+        return self(samples), {}
+
 
 class TextReward:
     """A text reward in the TRL convention, named in the YAML.

@@ -242,13 +242,26 @@ class SceneReward(ImageReward):
         super().__init__(weight, name)
         self.limits = SceneThresholds(max_distance, min_area_fraction, triangle_skew, square_corners, background_share)
 
-    @torch.no_grad()
     def __call__(self, samples: GeneratedImages) -> torch.Tensor:
         """The fraction of checks passed per image, on the images' device; NaN for an unparsable prompt."""
+        return self.scored(samples)[0]
+
+    @torch.no_grad()
+    def scored(self, samples: GeneratedImages) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scores, and per image the share of each kind of check passed, GenEval's categories in miniature.
+
+        Parts: ``background`` and ``count`` (0 or 1), ``colour`` and ``shape`` (the fraction of the
+        named objects with theirs); NaN for an unparsable prompt.
+        """
         pixels = samples.images.float().add(1.0).mul(127.5).clamp(0.0, 255.0)  # [R, 3, H, W] in [0, 255]
         pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()  # [R, H, W, 3]
-        scores = []
-        for image, prompt in zip(pixels, samples.prompts, strict=True):
-            checks = scene_checks(image, prompt, self.limits)
-            scores.append(float("nan") if checks is None else sum(checks.values()) / len(checks))
-        return torch.tensor(scores, dtype=torch.float32, device=samples.images.device)
+        rows = [scene_checks(image, prompt, self.limits) for image, prompt in zip(pixels, samples.prompts, strict=True)]
+
+        def mean_of(kind: str) -> torch.Tensor:  # per image, the mean of its checks of this kind
+            values = [np.mean([v for k, v in checks.items() if k.split("[")[0] == kind]) if checks else np.nan
+                      for checks in rows]
+            return torch.tensor(values, dtype=torch.float32, device=samples.images.device)
+
+        scores = torch.tensor([np.mean(list(checks.values())) if checks else np.nan for checks in rows],
+                              dtype=torch.float32, device=samples.images.device)
+        return scores, {kind: mean_of(kind) for kind in ("background", "count", "colour", "shape")}

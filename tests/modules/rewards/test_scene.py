@@ -188,3 +188,23 @@ def test_components_are_four_connected_regions_of_one_class():
     assert labels[0, 0] == labels[2, 0] == labels[2, 1]
     assert labels[2, 3] != labels[1, 4] and labels[3, 4] != labels[2, 3]
     assert labels[3, 1] == labels[3, 2] != labels[2, 1]  # touching regions of different classes stay apart
+
+
+def test_parts_are_the_share_of_each_kind_of_check_passed():
+    prompt = "a red circle and a blue square on a white background"
+    right = draw_scene([("red", "circle"), ("blue", "square")], "white", 64)
+    green_square = draw_scene([("red", "circle"), ("green", "square")], "white", 64)
+    on_black = draw_scene([("red", "circle"), ("blue", "square")], "black", 64)
+    images = torch.stack([pixels(image) for image in (right, green_square, on_black, right)])
+    prompts = [prompt] * 3 + ["a cat on a mat"]
+    values, parts = SceneReward().scored(GeneratedImages(images, [None] * 4, prompts, torch.zeros(4, 4)))
+    torch.testing.assert_close(values[:3], torch.tensor([1.0, 5 / 6, 5 / 6]))
+    expected = {"background": [1.0, 1.0, 0.0], "count": [1.0, 1.0, 1.0], "colour": [1.0, 0.5, 1.0],
+                "shape": [1.0, 1.0, 1.0]}
+    assert set(parts) == set(expected)
+    for kind, want in expected.items():
+        torch.testing.assert_close(parts[kind][:3], torch.tensor(want), msg=kind)
+        assert parts[kind][3].isnan(), kind  # an unparsable prompt has no checks
+    assert values[3].isnan()
+    torch.testing.assert_close(SceneReward()(GeneratedImages(images, [None] * 4, prompts, torch.zeros(4, 4))), values,
+                               equal_nan=True)
