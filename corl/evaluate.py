@@ -68,7 +68,7 @@ def held_out(datamodule, source: str, examples: int):
 def evaluate(
     module, dataset, batch_size: int, seed: int, device: str, sampled_answers: bool = False
 ) -> dict[str, float]:
-    """Mean of every reward over the held-out examples (NaN items left out).
+    """Mean of every reward and of its parts (``scene/colour``) over the held-out examples (NaN items left out).
 
     With ``sampled_answers`` every question is also answered once at the config's text temperature,
     as in training, and the text rewards of those answers are added as ``<name>_sampled``: RL optimises

@@ -491,7 +491,7 @@ class CoRLModule(L.LightningModule):
         """The keys of ``score``'s output that are rewards (of ``task``: ``image`` or ``text``) or their sub-scores."""
         rewards = {"image": self.image_rewards, "text": self.text_rewards}
         names = {reward.name for t in ([task] if task else rewards) for reward in rewards[t]}
-        return [key for key in scores if key.split("/")[0] in names]
+        return [key for key in scores if key in names or key.rpartition("/")[0] in names]
 
     def update(self, rollout: Rollout, advantages: torch.Tensor, rewards: dict[str, torch.Tensor]) -> dict[str, float]:
         """``mu`` optimiser steps over the rollout, each accumulating over micro-batches of rows.

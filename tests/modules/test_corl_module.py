@@ -303,11 +303,12 @@ def test_an_image_rewards_parts_are_scored_logged_and_validated_beside_it():
             values = self(samples)
             return values, {"half": values / 2}
 
-    m = module(image_rewards=[WithParts([0.2, 0.4, 0.6, 0.8], name="w")], text_rewards=[TextReward("format")])
+    m = module(image_rewards=[WithParts([0.2, 0.4, 0.6, 0.8], name="w"), Constant([0.0] * 4, name="my/b")],
+               text_rewards=[TextReward("format")])
     b = batch()
     rewards = m.score(m.rollout(b), b)
     torch.testing.assert_close(rewards["w/half"], torch.tensor([0.1, 0.2, 0.3, 0.4]))
     torch.testing.assert_close(rewards["image"], torch.tensor([0.2, 0.4, 0.6, 0.8]))  # the parts add nothing
-    assert m.reward_names(rewards) == ["w", "w/half", "format"]
+    assert m.reward_names(rewards) == ["w", "w/half", "my/b", "format"]
     assert m.reward_names(rewards, "text") == ["format"]
     assert reward_stats(rewards, torch.zeros(4))["reward/w/half/mean"].item() == pytest.approx(0.25)
