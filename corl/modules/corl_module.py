@@ -477,7 +477,7 @@ class CoRLModule(L.LightningModule):
     def _timed_reward(self, name: str, reward, *args, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Run one reward, on the device, timed (waiting for the GPU so the time is the reward's own).
 
-        Returns its scores and sub-scores (``ImageReward.scored``; a text reward has none).
+        Returns its scores and their parts (``ImageReward.scored``; a text reward has none).
         """
         start = time.perf_counter()
         value, parts = _call_reward(name, reward, *args, **kwargs)
@@ -604,8 +604,7 @@ class CoRLModule(L.LightningModule):
 def _call_reward(name: str, reward, *args, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run one reward and its parts; an exception inside it stops the run with the reward's name in the message."""
     try:
-        run = reward.scored if isinstance(reward, ImageReward) else lambda *a, **k: (reward(*a, **k), {})
-        value, parts = run(*args, **kwargs)
+        value, parts = reward.scored(*args, **kwargs)
     except Exception as err:  # noqa: BLE001 - re-raised with context
         raise RuntimeError(f"reward {name!r} failed: {err}") from err
     return torch.as_tensor(value, dtype=torch.float32), {

@@ -119,6 +119,12 @@ class TextReward:
             )
         return torch.tensor([float("nan") if s is None else float(s) for s in scores], dtype=torch.float32)
 
+    def scored(
+        self, completions: Sequence[str], **columns: Sequence[Any]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scores and their parts, as ``ImageReward.scored``: a text reward has none."""
+        return self(completions, **columns), {}
+
 
 def resolve_text_reward(fn: str) -> Callable[..., list[float]]:
     """A built-in reward by name, or a function by ``module:function`` import path."""
