@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from corl.data.procedural import make_scene
 
@@ -82,12 +83,20 @@ def kill_and_resume(tmp_path: Path, *args: str, devices: int = 1) -> tuple[Path,
     return whole, broken
 
 
+def machine() -> str:
+    """The CPU and its kernels: bit-exact numbers are a property of both, so a failure names them."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+    return f"{cpu}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+
+
 def assert_same_run(whole: Path, broken: Path, rank: int = 0) -> None:
     expected, got = steps(whole, rank), steps(broken, rank)
     assert [s["step"] for s in got] == list(range(1, STEPS + 1)), "no step repeated or lost"
     for want, have in zip(expected, got, strict=True):
         assert (have["prompts"], have["questions"]) == (want["prompts"], want["questions"]), have["step"]
-        assert have["metrics"] == want["metrics"], have["step"]
+        assert have["metrics"] == want["metrics"], f"step {have['step']} on {machine()}"
     weights = f"steps/rank{rank}.weights"
     assert (broken / weights).read_text() == (whole / weights).read_text(), "bit-identical trained weights"
     # Validation after step 2 ran before the kill; the resumed run's sanity check scores step 2's weights again.
