@@ -98,7 +98,7 @@ def assert_same_run(whole: Path, broken: Path, rank: int = 0) -> None:
         assert (have["prompts"], have["questions"]) == (want["prompts"], want["questions"]), have["step"]
         assert have["metrics"] == want["metrics"], f"step {have['step']} on {machine()}"
     weights = f"steps/rank{rank}.weights"
-    assert (broken / weights).read_text() == (whole / weights).read_text(), "bit-identical trained weights"
+    assert (broken / weights).read_text() == (whole / weights).read_text(), f"bit-identical weights on {machine()}"
     # Validation after step 2 ran before the kill and is not repeated; step 4's scores the resumed weights.
     assert validations(broken, rank) == validations(whole, rank)
 
