@@ -21,3 +21,18 @@ def test_rollout_benchmark_writes_its_json_report(tmp_path):
     assert set(report["text"]) == {"hf_s", "eager_s", "fast_s"}
     assert all(value > 0 for task in ("image", "text") for value in report[task].values())
     assert "fast vs eager" in result.stdout
+
+
+def test_update_benchmark_checks_packing_and_writes_its_json_report(tmp_path):
+    out = tmp_path / "update.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/update.py"), "--prompts", "2", "--group-size", "2",
+         "--answer-tokens", "4", "--repeats", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["text"]) == {"packed_s", "per_row_s", "max_logp_difference"}
+    assert set(report["vq_decode"]) == {"channels_last_s", "contiguous_s"}
+    assert report["text"]["max_logp_difference"] < 1e-4  # packing changes the speed, not the numbers
+    assert "packed" in result.stdout and "channels-last" in result.stdout

@@ -29,9 +29,10 @@ def test_image_logprob_shift_is_checked(tiny_policy, scenes):
     assert (policy.image_logprobs(shifted)[:, 1:] - rollout.old_logps[:, :-1]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("pack_groups", [True, False])  # one forward per group's prompt, or per row
 @pytest.mark.parametrize("chunk_tokens", [1024, 5])
-def test_text_training_logprobs_equal_sampling_logprobs(tiny_policy, scenes, chunk_tokens):
-    policy = tiny_policy(logprob_chunk_tokens=chunk_tokens)
+def test_text_training_logprobs_equal_sampling_logprobs(tiny_policy, scenes, chunk_tokens, pack_groups):
+    policy = tiny_policy(logprob_chunk_tokens=chunk_tokens, pack_groups=pack_groups)
     ids, mask, embeds, pixels = policy.understanding_prompts(
         [s.qa_problem for s in scenes], [s.qa_type for s in scenes], [s.real_image for s in scenes]
     )
