@@ -41,7 +41,7 @@ demo: warm  ## the whole chain on the warm-started tiny Janus and procedural dat
 	$(BIN)/corl export checkpoints/demo/s2_t2i/last.ckpt exports/demo/t2i
 	$(BIN)/corl evaluate base=tiny-warm s1=checkpoints/demo/s1/last.ckpt s2_t2i=exports/demo/t2i \
 		s2_mcq=checkpoints/demo/s2_mcq/last.ckpt s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t \
-		-c configs/demo/s1.yaml --json $(LOGDIR)/demo_eval.json --model.seed $(SEED)
+		-c configs/demo/s1.yaml --rewards scene accuracy format --json $(LOGDIR)/demo_eval.json --model.seed $(SEED)
 
 # More options for every `corl fit` of stage1/stage2, e.g. FIT_ARGS="-c configs/fsdp.yaml".
 FIT_ARGS ?=

@@ -64,6 +64,16 @@ def held_out(datamodule, source: str, examples: int):
     return torch.utils.data.Subset(files, range(min(examples, len(files))))
 
 
+def keep_rewards(module, names: Sequence[str]) -> None:
+    """Score with the config's rewards of these names only (as logged: ``scene``, ``accuracy``, ...)."""
+    known = [reward.name for reward in (*module.image_rewards, *module.text_rewards)]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"--rewards: {', '.join(unknown)} not among the config's rewards ({', '.join(known)})")
+    module.image_rewards = [reward for reward in module.image_rewards if reward.name in names]
+    module.text_rewards = [reward for reward in module.text_rewards if reward.name in names]
+
+
 @torch.no_grad()
 def evaluate(
     module, dataset, batch_size: int, seed: int, device: str, sampled_answers: bool = False
@@ -113,6 +123,8 @@ def evaluate_command(args: argparse.Namespace) -> None:
     results = {}
     for name, path in model_specs(args.models):
         module, datamodule = build_module(args.config, path, args.overrides)
+        if args.rewards:
+            keep_rewards(module, args.rewards)
         dataset = held_out(datamodule, args.data, args.examples)
         results[name] = evaluate(module, dataset, args.batch_size, args.seed, args.device, args.sampled_answers)
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items()), flush=True)
@@ -131,6 +143,8 @@ def add_parser(commands) -> None:
     p.add_argument("--config", "-c", required=True, help="the config whose model settings and rewards score them")
     p.add_argument("--data", default="procedural", help="procedural (a held-out seed) or a file/folder of the kind")
     p.add_argument("--examples", type=int, default=256, help="held-out examples")
+    p.add_argument("--rewards", nargs="+", metavar="NAME",
+                   help="score with these of the config's rewards only (default: all), e.g. scene accuracy format")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="sampling seed; the same for every model")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -1,6 +1,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from corl.cli import main
 from corl.evaluate import model_specs, table
 
@@ -37,3 +39,21 @@ def test_sampled_answers_are_scored_beside_the_greedy_ones_and_reproducibly(tmp_
     results = json.loads(out.read_text())
     assert set(results["a"]) == {"accuracy", "format", "accuracy_sampled", "format_sampled"}
     assert results["a"] == results["b"]
+
+
+def test_rewards_option_scores_only_the_named_rewards_and_the_same_values(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = ["-c", str(ROOT / "configs/demo/s1.yaml"), "--examples", "3", "--batch-size", "3", "--device", "cpu"]
+    main(["evaluate", "all=tiny", *config, "--json", str(tmp_path / "all.json")])
+    main(["evaluate", "some=tiny", *config, "--rewards", "scene", "format", "--json", str(tmp_path / "some.json")])
+    every = json.loads((tmp_path / "all.json").read_text())["all"]
+    some = json.loads((tmp_path / "some.json").read_text())["some"]
+    assert list(some) == ["scene", "scene/background", "scene/count", "scene/colour", "scene/shape", "format"]
+    assert some == {name: every[name] for name in some}, "the same draws, whatever else is scored"
+
+
+def test_rewards_option_names_the_unknown_reward(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"clip not among the config's rewards \(cycle, tim, scene, accuracy"):
+        main(["evaluate", "tiny", "-c", str(ROOT / "configs/demo/s1.yaml"), "--examples", "1", "--device", "cpu",
+              "--rewards", "scene", "clip"])
