@@ -65,19 +65,25 @@ def roofline_ms(policy: JanusPolicy, rows: int, prompt_tokens: int, image_tokens
     return (weights + kv) / (bandwidth_tbs * 1e12) * 1e3
 
 
-def main() -> None:
-    """Time the rollouts every way and print the table (and write the JSON report)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def benchmark_parser(description: str, prompts: int) -> argparse.ArgumentParser:
+    """The options every benchmark takes: the model, where it runs, the group's sizes, repeats, the report."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--prompts", type=int, default=prompts)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--answer-tokens", type=int, default=32)
-    parser.add_argument("--cfg-weight", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--bandwidth-tbs", type=float, help="device memory bandwidth (default: by GPU name)")
     parser.add_argument("--json", help="also write the report as JSON to this path")
+    return parser
+
+
+def main() -> None:
+    """Time the rollouts every way and print the table (and write the JSON report)."""
+    parser = benchmark_parser(__doc__, prompts=4)
+    parser.add_argument("--cfg-weight", type=float, default=5.0)
+    parser.add_argument("--bandwidth-tbs", type=float, help="device memory bandwidth (default: by GPU name)")
     args = parser.parse_args()
 
     torch.manual_seed(0)

@@ -15,12 +15,11 @@ Each time is the best of ``--repeats`` after a warm-up; compare ratios, and only
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
-from rollout import best
+from rollout import benchmark_parser, best
 
 from corl.data.procedural import make_scene
 from corl.modules.loading import load_janus
@@ -29,16 +28,7 @@ from corl.modules.policy import JanusPolicy
 
 def main() -> None:
     """Time both ways of each and print the table (and write the JSON report)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--prompts", type=int, default=2)
-    parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--answer-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", help="also write the report as JSON to this path")
-    args = parser.parse_args()
+    args = benchmark_parser(__doc__, prompts=2).parse_args()
 
     torch.manual_seed(0)
     with torch.device(args.device):
