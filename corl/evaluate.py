@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+import multiprocessing
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -118,16 +120,41 @@ def table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def score_model(path: str, args: argparse.Namespace) -> dict[str, float]:
+    """One model's held-out scores under the command's options (also run in ``--jobs`` worker processes)."""
+    module, datamodule = build_module(args.config, path, args.overrides)
+    if args.rewards:
+        keep_rewards(module, args.rewards)
+    dataset = held_out(datamodule, args.data, args.examples)
+    return evaluate(module, dataset, args.batch_size, args.seed, args.device, args.sampled_answers)
+
+
+def scored_models(specs: list[tuple[str, str]], args: argparse.Namespace) -> Iterator[tuple[str, dict[str, float]]]:
+    """``(name, scores)`` of each model, in order; ``args.jobs`` models at a time, each in a process of its own.
+
+    A tiny model's decoding keeps one CPU core busy however many threads it may use (the demo's understanding
+    runs take as long on one thread as on two), so models scored side by side share the cores better than
+    one model does. The workers split the parent's threads between them.
+    """
+    if args.jobs <= 1 or len(specs) == 1:
+        yield from ((name, score_model(path, args)) for name, path in specs)
+        return
+    threads = max(1, torch.get_num_threads() // args.jobs)
+    context = multiprocessing.get_context("spawn")  # no forked copy of the parent's threads and locks
+    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(score_model, path, args) for _, path in specs]
+        yield from ((name, future.result()) for (name, _), future in zip(specs, futures))
+
+
 def evaluate_command(args: argparse.Namespace) -> None:
     """Score each model and print (and write) the table."""
+    if args.jobs < 1:
+        raise SystemExit(f"corl evaluate: --jobs must be at least 1, got {args.jobs}")
     results = {}
-    for name, path in model_specs(args.models):
-        module, datamodule = build_module(args.config, path, args.overrides)
-        if args.rewards:
-            keep_rewards(module, args.rewards)
-        dataset = held_out(datamodule, args.data, args.examples)
-        results[name] = evaluate(module, dataset, args.batch_size, args.seed, args.device, args.sampled_answers)
-        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items()), flush=True)
+    for name, scores in scored_models(model_specs(args.models), args):
+        results[name] = scores
+        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
     print(table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +175,9 @@ def add_parser(commands) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="sampling seed; the same for every model")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="models scored at once, each in a process with its share of the CPU threads (CPU: "
+                        "a tiny model keeps only one core busy); the same examples and seeds as one at a time")
     p.add_argument("--sampled-answers", action="store_true",
                    help="also answer every question once at the config's text temperature (<reward>_sampled)")
     p.add_argument("--json", help="write {model: {reward: mean}} here")

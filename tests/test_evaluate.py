@@ -57,3 +57,19 @@ def test_rewards_option_names_the_unknown_reward(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"clip not among the config's rewards \(cycle, tim, scene, accuracy"):
         main(["evaluate", "tiny", "-c", str(ROOT / "configs/demo/s1.yaml"), "--examples", "1", "--device", "cpu",
               "--rewards", "scene", "clip"])
+
+
+def test_models_scored_in_worker_processes_get_the_scores_they_get_one_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = ["-c", str(ROOT / "configs/demo/s2_mcq.yaml"), "--examples", "2", "--batch-size", "2", "--device", "cpu",
+              "--model.max_completion_tokens", "6"]
+    main(["evaluate", "a=tiny", "b=tiny", *config, "--json", str(tmp_path / "serial.json")])
+    main(["evaluate", "a=tiny", "b=tiny", *config, "--jobs", "2", "--json", str(tmp_path / "jobs.json")])
+    serial, jobs = (json.loads((tmp_path / name).read_text()) for name in ("serial.json", "jobs.json"))
+    assert list(jobs) == ["a", "b"] and jobs == serial
+
+
+def test_jobs_must_be_positive(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="--jobs must be at least 1, got 0"):
+        main(["evaluate", "tiny", "-c", str(ROOT / "configs/demo/s1.yaml"), "--device", "cpu", "--jobs", "0"])
