@@ -33,3 +33,14 @@ def test_update_benchmark_checks_packing_and_writes_its_json_report(tmp_path):
     assert set(report["vq_decode"]) == {"channels_last_s", "contiguous_s"}
     assert report["text"]["max_logp_difference"] < 1e-4  # packing changes the speed, not the numbers
     assert "packed" in stdout and "channels-last" in stdout
+
+
+def test_gradient_noise_benchmark_compares_every_pair_of_batches_per_task(tmp_path):
+    report, stdout = run_benchmark("gradient_noise.py", tmp_path / "noise.json", prompts=2)
+    assert set(report["tasks"]) == {"image", "text"}  # stage 1: both tasks, each its own gradient
+    for task in report["tasks"].values():
+        assert len(task["cosines"]) == 6  # 4 batches, every pair
+        assert all(-1.0 <= c < 0.999 for c in task["cosines"]) and task["gradient_norm"] > 0  # distinct batches
+        assert task["cosine"] == sum(task["cosines"]) / 6
+        assert (task["samples_for_signal"] is None) == (task["cosine"] <= 0)
+    assert "cosine between batches of 4 samples" in stdout
