@@ -17,7 +17,7 @@ from corl.warm.build import WarmRecipe, warm_folder
 # half its answers were taught in the <think>/<answer> format, the others in prose.
 LEARNED = WarmRecipe(
     sizes=JanusSizes(image_size=32, patch_size=8, vq_base_channels=64, vq_res_blocks=0, codebook_size=256),
-    vq_steps=10, vq_batch_size=4, sft_steps=300, sft_batch_size=8, reasoned_share=0.5,
+    vq_steps=10, vq_batch_size=4, sft_steps=300, sft_batch_size=8, reasoned_share=0.5, t2i_steps=0,
 )
 
 

@@ -12,7 +12,7 @@ from corl.warm.build import WarmRecipe, fingerprint, warm_folder
 # A warm start small enough to build in seconds: 32 px scenes, 16 image tokens, a few steps of each phase.
 SMALL = WarmRecipe(
     sizes=JanusSizes(image_size=32, patch_size=8, vq_base_channels=64, vq_res_blocks=0, codebook_size=256),
-    vq_steps=4, vq_batch_size=4, sft_steps=3, sft_batch_size=2,
+    vq_steps=4, vq_batch_size=4, sft_steps=3, sft_batch_size=2, t2i_steps=2, t2i_batch_size=2,
 )
 
 
@@ -35,6 +35,7 @@ def test_a_build_is_cached_and_loads_as_a_model(built, monkeypatch):
     stats = json.loads((built / "warm.json").read_text())
     assert stats["seed"] == 0 and stats["recipe"]["sft_steps"] == 3
     assert stats["vq"]["held_out_error"] > 0 and len(stats["sft"]["losses_every_10_steps"]) == 1
+    assert set(stats["t2i"]["losses_every_10_steps"][0]) == {"sft/image_loss", "sft/loss"}  # images alone
     monkeypatch.setattr(build, "build_warm", lambda *a: pytest.fail("a cached warm start is built again"))
     assert warm_folder(0, SMALL) == built
     model, processor = load_janus(str(built))
