@@ -6,7 +6,7 @@ MODEL ?= checkpoints/Janus-Pro-1B
 DATA ?= data/x2x_rft_22k
 LOGDIR ?= runs
 
-.PHONY: install test lint warm demo stage1 stage2 tensorboard bench spice clean
+.PHONY: install test lint warm demo demo-t2i demo-mm2t stage1 stage2 tensorboard bench spice clean
 
 $(BIN)/corl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,14 +34,22 @@ warm: install  ## build (once; cached in ~/.cache/corl) the warm-started tiny Ja
 demo: warm  ## the whole chain on the warm-started tiny Janus and procedural data, on the CPU, then the table
 	rm -rf checkpoints/demo exports/demo
 	$(BIN)/corl fit -c configs/demo/s1.yaml $(DEMO_ARGS)
-	$(BIN)/corl fit -c configs/demo/s2_t2i.yaml $(DEMO_ARGS)
-	$(BIN)/corl fit -c configs/demo/s2_mcq.yaml $(DEMO_ARGS)
-	$(BIN)/corl fit -c configs/demo/s2_oe.yaml $(DEMO_ARGS)
-	$(BIN)/corl merge checkpoints/demo/s2_mcq/last.ckpt checkpoints/demo/s2_oe/last.ckpt --out exports/demo/mm2t
-	$(BIN)/corl export checkpoints/demo/s2_t2i/last.ckpt exports/demo/t2i
+	$(MAKE) --no-print-directory -j2 demo-t2i demo-mm2t
 	$(BIN)/corl evaluate base=tiny-warm s1=checkpoints/demo/s1/last.ckpt s2_t2i=exports/demo/t2i \
 		s2_mcq=checkpoints/demo/s2_mcq/last.ckpt s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t \
-		-c configs/demo/s1.yaml --rewards scene accuracy format --json $(LOGDIR)/demo_eval.json --model.seed $(SEED)
+		-c configs/demo/s1.yaml --rewards scene accuracy format --json $(LOGDIR)/demo_eval.json --model.seed $(SEED) \
+		--jobs 2
+
+# The demo's stage 2, two chains side by side from stage 1's weights, one CPU core each: a tiny model's
+# runs keep one core busy however many threads they may use (the MC run takes as long on one as on two).
+demo-t2i:
+	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_t2i.yaml $(DEMO_ARGS)
+	$(BIN)/corl export checkpoints/demo/s2_t2i/last.ckpt exports/demo/t2i
+
+demo-mm2t:
+	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_mcq.yaml $(DEMO_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_oe.yaml $(DEMO_ARGS)
+	$(BIN)/corl merge checkpoints/demo/s2_mcq/last.ckpt checkpoints/demo/s2_oe/last.ckpt --out exports/demo/mm2t
 
 # More options for every `corl fit` of stage1/stage2, e.g. FIT_ARGS="-c configs/fsdp.yaml".
 FIT_ARGS ?=
