@@ -174,8 +174,10 @@ def build_warm(out: Path, seed: int, recipe: WarmRecipe) -> dict:
     _say(f"warm start: VQ done in {vq['seconds']:.0f} s, held-out pixel error {vq['held_out_error']:.3f} "
          f"(random: ~0.7), {vq['codes_used']} codes in use")
     phases = {  # each phase its own draw of scenes (data seed = seed + its offset)
-        "t2i": _Phase("t2i", recipe.t2i_steps, recipe.t2i_batch_size, recipe.t2i_lr, 1.0, 0.0, 2),
-        "sft": _Phase("triplet", recipe.sft_steps, recipe.sft_batch_size, recipe.sft_lr, recipe.image_weight, 1.0, 1),
+        "t2i": _Phase("t2i", recipe.t2i_steps, recipe.t2i_batch_size, recipe.t2i_lr, image_weight=1.0,
+                      text_weight=0.0, seed_offset=2),
+        "sft": _Phase("triplet", recipe.sft_steps, recipe.sft_batch_size, recipe.sft_lr,
+                      image_weight=recipe.image_weight, text_weight=1.0, seed_offset=1),
     }
     trained = {}
     for name, phase in phases.items():
