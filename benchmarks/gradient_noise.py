@@ -26,7 +26,7 @@ from rollout import benchmark_parser
 from corl.data.procedural import ProceduralExamples
 from corl.data.schema import collate_examples
 from corl.evaluate import build_module
-from corl.modules.grpo import group_advantages, policy_loss
+from corl.modules.grpo import group_advantages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,15 +39,12 @@ def task_gradients(module, batch) -> dict[str, torch.Tensor]:
         rewards = module.score(rollout, batch)
     advantages = group_advantages(rewards["total"], hp.group_size, hp.advantage_scale, hp.advantage_eps)
     params = [p for p in module.policy.trained_modules().parameters() if p.requires_grad]
-    scorers = {"image": module.policy.image_logprobs, "text": module.policy.text_logprobs}
+    rows = rollout.rows()
     grads = {}
-    for task, score in scorers.items():
-        part = rollout.part(task)
-        if part is None:
+    for task, logps in zip(("image", "text"), module._logprobs(rollout), strict=True):
+        if logps is None:
             continue
-        logps = score(part)
-        loss, _ = policy_loss(logps, part.old_logps, advantages, part.mask, eps_low=hp.eps_low, eps_high=hp.eps_high,
-                              aggregation=hp.aggregation, max_length=part.mask.shape[1])
+        loss, _ = module.task_loss(task, logps, rollout, advantages, rows)  # exactly the training step's loss
         grads[task] = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, allow_unused=True,
                                                                           retain_graph=True) if g is not None])
     return grads

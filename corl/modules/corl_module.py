@@ -566,19 +566,12 @@ class CoRLModule(L.LightningModule):
         image_logps, text_logps = self._logprobs(rollout, rows=rows, with_entropy=True)
         loss = torch.zeros((), device=self.device)
         metrics: dict[str, torch.Tensor] = {}
-        limits = {"image": self.policy.num_image_tokens, "text": hp.max_completion_tokens}
         for task, result in (("image", image_logps), ("text", text_logps)):
             if result is None:
                 continue
             logps, spread = result
             part = rollout.part(task, rows)
-            ref = rollout.ref_logps(task)
-            task_loss, task_metrics = policy_loss(
-                logps, part.old_logps, advantages[rows], part.mask,
-                ref_logps=None if ref is None else ref[rows], beta=hp.beta,
-                eps_low=hp.eps_low, eps_high=hp.eps_high, aggregation=hp.aggregation,
-                importance_sampling_level=hp.importance_sampling_level, max_length=limits[task],
-            )
+            task_loss, task_metrics = self.task_loss(task, logps, rollout, advantages, rows)
             task_metrics["entropy"] = masked_mean(spread, part.mask)
             tokens, total_tokens = int(part.mask.sum()), totals[task][0]
             share = tokens / max(total_tokens, 1) if hp.aggregation == "token" else len(rows) / totals[task][1]
@@ -588,6 +581,25 @@ class CoRLModule(L.LightningModule):
             metrics.update({f"{task}/{k}": v if k.endswith(EXTREMES) else share * v for k, v in task_metrics.items()})
         metrics["loss/total"] = loss.detach()
         return loss, metrics
+
+    def task_loss(
+        self, task: str, logps: torch.Tensor, rollout: Rollout, advantages: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One task's clipped GRPO loss (``policy_loss`` with the module's settings) of the rollout's ``rows``.
+
+        ``logps`` ``[len(rows), L]`` are the task's training log-probs of those rows; ``advantages`` ``[R]``
+        are the whole rollout's.
+        """
+        hp = self.hparams
+        part = rollout.part(task, rows)
+        ref = rollout.ref_logps(task)
+        limit = self.policy.num_image_tokens if task == "image" else hp.max_completion_tokens
+        return policy_loss(
+            logps, part.old_logps, advantages[rows], part.mask,
+            ref_logps=None if ref is None else ref[rows], beta=hp.beta,
+            eps_low=hp.eps_low, eps_high=hp.eps_high, aggregation=hp.aggregation,
+            importance_sampling_level=hp.importance_sampling_level, max_length=limit,
+        )
 
     # ------------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
