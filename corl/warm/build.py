@@ -161,7 +161,7 @@ def build_warm(out: Path, seed: int, recipe: WarmRecipe) -> dict:
     """Build the warm model into ``out`` (an exported transformers folder plus ``warm.json``); returns its stats."""
     from corl.checkpoints import export
     from corl.modules.tiny import build_tiny_janus
-    from corl.warm.vq import reconstruction_error, scene_pixels, train_vq
+    from corl.warm.vq import reconstruction_error, reconstruction_scene, scene_pixels, train_vq
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -171,8 +171,11 @@ def build_warm(out: Path, seed: int, recipe: WarmRecipe) -> dict:
     vq = train_vq(model.model.vqmodel, steps=recipe.vq_steps, batch_size=recipe.vq_batch_size, image_size=size,
                   seed=seed, lr=recipe.vq_lr)
     vq["held_out_error"] = reconstruction_error(model.model.vqmodel, scene_pixels(seed + 999, range(32), size))
+    vq["held_out_scene"] = reconstruction_scene(model.model.vqmodel, seed + 999, range(256), size)
     _say(f"warm start: VQ done in {vq['seconds']:.0f} s, held-out pixel error {vq['held_out_error']:.3f} "
-         f"(random: ~0.7), {vq['codes_used']} codes in use")
+         f"(random: ~0.7), {vq['codes_used']} codes in use; its reconstructions score "
+         + ", ".join(f"{k} {v:.2f}" for k, v in vq["held_out_scene"].items())
+         + " (a generator that drew every scene exactly)")
     phases = {  # each phase its own draw of scenes (data seed = seed + its offset)
         "t2i": _Phase("t2i", recipe.t2i_steps, recipe.t2i_batch_size, recipe.t2i_lr, image_weight=1.0,
                       text_weight=0.0, seed_offset=2),

@@ -245,3 +245,24 @@ def reconstruction_error(vqmodel: nn.Module, images: torch.Tensor) -> float:
     """
     _, decoded = reconstruct(vqmodel, images)
     return (decoded - images).abs().mean().item()
+
+
+def reconstruction_scene(
+    vqmodel: nn.Module, seed: int, indices: range | list[int], image_size: int
+) -> dict[str, float]:
+    """``SceneReward`` of the VQ's reconstructions of procedural scenes, and of each kind of check.
+
+    What a generator that picked every scene's own codes would score: where the decoder cannot show a
+    fact, RL on the image tokens has nothing to find for it. Measured for the tiny-warm VQ (300 steps,
+    256 scenes): 0.78, the shapes of 17 px objects blurred into blobs that pass the shape check for 47%
+    of the objects, which the generated images (0.64-0.71) reach already: RL has no shapes to gain.
+    """
+    from corl.modules.rewards.base import GeneratedImages
+    from corl.modules.rewards.scene import SceneReward
+
+    scenes = [make_scene(seed, i, image_size) for i in indices]
+    tokens, decoded = reconstruct(vqmodel, scene_pixels(seed, indices, image_size))
+    samples = GeneratedImages(decoded, [s.real_image for s in scenes], [s.prompt for s in scenes], tokens)
+    scores, parts = SceneReward().scored(samples)
+    return {"scene": scores.mean().item(), **{f"scene/{k}": v.nanmean().item() for k, v in parts.items()}}
+

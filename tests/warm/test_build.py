@@ -34,6 +34,7 @@ def weights(folder):
 def test_a_build_is_cached_and_loads_as_a_model(built, monkeypatch):
     stats = json.loads((built / "warm.json").read_text())
     assert stats["seed"] == 0 and stats["recipe"]["sft_steps"] == 3
+    assert 0 <= stats["vq"]["held_out_scene"]["scene/shape"] <= 1
     assert stats["vq"]["held_out_error"] > 0 and len(stats["sft"]["losses_every_10_steps"]) == 1
     assert set(stats["t2i"]["losses_every_10_steps"][0]) == {"sft/image_loss", "sft/loss"}  # images alone
     monkeypatch.setattr(build, "build_warm", lambda *a: pytest.fail("a cached warm start is built again"))

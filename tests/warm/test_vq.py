@@ -7,6 +7,7 @@ from corl.warm.vq import (
     quantize_on_sphere,
     reconstruction_error,
     reconstruction_loss,
+    reconstruction_scene,
     scene_pixels,
     train_vq,
 )
@@ -103,3 +104,12 @@ def test_training_is_deterministic_for_a_seed():
     same, other = runs[1].state_dict(), runs[2].state_dict()
     assert all(torch.equal(value, same[name]) for name, value in runs[0].state_dict().items())
     assert not all(torch.equal(value, other[name]) for name, value in runs[0].state_dict().items())
+
+
+def test_reconstruction_scene_scores_what_the_decoder_shows(trained):
+    vq = trained[0]
+    scores = reconstruction_scene(vq, seed=999, indices=range(16), image_size=32)
+    assert set(scores) == {"scene", "scene/background", "scene/count", "scene/colour", "scene/shape"}
+    assert all(0 <= value <= 1 for value in scores.values())
+    untrained = reconstruction_scene(fresh_vq(), seed=999, indices=range(16), image_size=32)
+    assert untrained["scene"] < scores["scene"], (untrained, scores)  # noise passes fewer checks than scenes
