@@ -253,9 +253,10 @@ def reconstruction_scene(
     """``SceneReward`` of the VQ's reconstructions of procedural scenes, and of each kind of check.
 
     What a generator that picked every scene's own codes would score: where the decoder cannot show a
-    fact, RL on the image tokens has nothing to find for it. Measured for the tiny-warm VQ (300 steps,
-    256 scenes): 0.78, the shapes of 17 px objects blurred into blobs that pass the shape check for 47%
-    of the objects, which the generated images (0.64-0.71) reach already: RL has no shapes to gain.
+    fact, RL on the image tokens has nothing to find for it. Measured for the tiny-warm VQ (seed 0, the
+    256 held-out scenes of ``corl evaluate``): 0.78 (background 1.00, count 0.71, colour 0.95, shape
+    0.57: the 17 px shapes of three-object scenes blur into blobs), against the warm model's generated
+    images' 0.64 (0.82, 0.45, 0.89, 0.46): that difference is all the room RL has on ``scene``.
     """
     from corl.modules.rewards.base import GeneratedImages
     from corl.modules.rewards.scene import SceneReward
