@@ -256,7 +256,7 @@ def reconstruction_scene(
     fact, RL on the image tokens has nothing to find for it. Measured for the tiny-warm VQ (seed 0, the
     256 held-out scenes of ``corl evaluate``): 0.78 (background 1.00, count 0.71, colour 0.95, shape
     0.57: the 17 px shapes of three-object scenes blur into blobs), against the warm model's generated
-    images' 0.64 (0.82, 0.45, 0.89, 0.46): that difference is all the room RL has on ``scene``.
+    images' 0.64 (0.82, 0.45, 0.89, 0.46): that difference is roughly the room RL has on ``scene``.
     """
     from corl.modules.rewards.base import GeneratedImages
     from corl.modules.rewards.scene import SceneReward
@@ -266,4 +266,3 @@ def reconstruction_scene(
     samples = GeneratedImages(decoded, [s.real_image for s in scenes], [s.prompt for s in scenes], tokens)
     scores, parts = SceneReward().scored(samples)
     return {"scene": scores.mean().item(), **{f"scene/{k}": v.nanmean().item() for k, v in parts.items()}}
-
