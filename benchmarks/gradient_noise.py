@@ -39,12 +39,12 @@ def task_gradients(module, batch) -> dict[str, torch.Tensor]:
         rewards = module.score(rollout, batch)
     advantages = group_advantages(rewards["total"], hp.group_size, hp.advantage_scale, hp.advantage_eps)
     params = [p for p in module.policy.trained_modules().parameters() if p.requires_grad]
-    rows = rollout.rows()
     grads = {}
     for task, logps in zip(("image", "text"), module._logprobs(rollout), strict=True):
         if logps is None:
             continue
-        loss, _ = module.task_loss(task, logps, rollout, advantages, rows)  # exactly the training step's loss
+        # exactly the training step's loss, of every row
+        loss, _ = module.task_loss(task, logps, rollout.part(task), advantages, rollout.ref_logps(task))
         grads[task] = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, allow_unused=True,
                                                                           retain_graph=True) if g is not None])
     return grads

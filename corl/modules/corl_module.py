@@ -38,7 +38,7 @@ from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
 from corl.modules.optim import adamw_with_schedule
 from corl.modules.policy import FrozenModules, ImageLogprobMode, JanusPolicy
 from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
-from corl.modules.rollout import Rollout
+from corl.modules.rollout import ImageRollout, Rollout, TextRollout
 from corl.modules.settings import check_settings
 from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, norm_value, shard
 from corl.resume import gather_from_ranks, rng_states, seeded, set_rng_states
@@ -570,8 +570,9 @@ class CoRLModule(L.LightningModule):
             if result is None:
                 continue
             logps, spread = result
-            part = rollout.part(task, rows)
-            task_loss, task_metrics = self.task_loss(task, logps, rollout, advantages, rows)
+            part, ref = rollout.part(task, rows), rollout.ref_logps(task)
+            task_loss, task_metrics = self.task_loss(task, logps, part, advantages[rows],
+                                                     None if ref is None else ref[rows])
             task_metrics["entropy"] = masked_mean(spread, part.mask)
             tokens, total_tokens = int(part.mask.sum()), totals[task][0]
             share = tokens / max(total_tokens, 1) if hp.aggregation == "token" else len(rows) / totals[task][1]
@@ -583,20 +584,18 @@ class CoRLModule(L.LightningModule):
         return loss, metrics
 
     def task_loss(
-        self, task: str, logps: torch.Tensor, rollout: Rollout, advantages: torch.Tensor, rows: torch.Tensor
+        self, task: str, logps: torch.Tensor, part: ImageRollout | TextRollout, advantages: torch.Tensor,
+        ref_logps: torch.Tensor | None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One task's clipped GRPO loss (``policy_loss`` with the module's settings) of the rollout's ``rows``.
+        """One task's clipped GRPO loss (``policy_loss`` with the module's settings) of some rollout rows.
 
-        ``logps`` ``[len(rows), L]`` are the task's training log-probs of those rows; ``advantages`` ``[R]``
-        are the whole rollout's.
+        ``logps`` ``[r, L]`` are the task's training log-probs of those rows; ``part`` is the task's rollout
+        of the same rows, ``advantages`` ``[r]`` and ``ref_logps`` ``[r, L]`` (None without a reference) theirs.
         """
         hp = self.hparams
-        part = rollout.part(task, rows)
-        ref = rollout.ref_logps(task)
         limit = self.policy.num_image_tokens if task == "image" else hp.max_completion_tokens
         return policy_loss(
-            logps, part.old_logps, advantages[rows], part.mask,
-            ref_logps=None if ref is None else ref[rows], beta=hp.beta,
+            logps, part.old_logps, advantages, part.mask, ref_logps=ref_logps, beta=hp.beta,
             eps_low=hp.eps_low, eps_high=hp.eps_high, aggregation=hp.aggregation,
             importance_sampling_level=hp.importance_sampling_level, max_length=limit,
         )

@@ -33,12 +33,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from corl.data.procedural import make_scene
+from corl.data.schema import Example
 
 
 def scene_pixels(seed: int, indices: range | list[int], image_size: int) -> torch.Tensor:
     """The real images of procedural scenes as pixels ``[B, 3, H, W]`` in [-1, 1], the VQ's input range."""
-    arrays = [np.asarray(make_scene(seed, i, image_size).real_image, dtype=np.float32) for i in indices]
-    pixels = torch.from_numpy(np.stack(arrays))  # [B, H, W, 3] in [0, 255]
+    return pixels_of([make_scene(seed, i, image_size) for i in indices])
+
+
+def pixels_of(scenes: list[Example]) -> torch.Tensor:
+    """The real images of drawn scenes as pixels ``[B, 3, H, W]`` in [-1, 1]."""
+    pixels = torch.from_numpy(np.stack([np.asarray(s.real_image, dtype=np.float32) for s in scenes]))  # [B, H, W, 3]
     return (pixels / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()  # [B, 3, H, W]
 
 
@@ -262,7 +267,7 @@ def reconstruction_scene(
     from corl.modules.rewards.scene import SceneReward
 
     scenes = [make_scene(seed, i, image_size) for i in indices]
-    tokens, decoded = reconstruct(vqmodel, scene_pixels(seed, indices, image_size))
+    tokens, decoded = reconstruct(vqmodel, pixels_of(scenes))  # the scenes drawn once, for pixels and prompts
     samples = GeneratedImages(decoded, [s.real_image for s in scenes], [s.prompt for s in scenes], tokens)
     scores, parts = SceneReward().scored(samples)
     return {"scene": scores.mean().item(), **{f"scene/{k}": v.nanmean().item() for k, v in parts.items()}}
