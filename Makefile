@@ -31,25 +31,35 @@ DEMO_ARGS = --seed_everything $(SEED) --model.seed $(SEED) --data.seed $(SEED)
 warm: install  ## build (once; cached in ~/.cache/corl) the warm-started tiny Janus the demo trains
 	$(BIN)/corl warm --seed $(SEED)
 
+# The demo's held-out scores: each stage-2 chain scores its own models (and one of the two it starts from)
+# as soon as they exist, and the last command gathers them into one table, in the paper's order.
+EVAL_ARGS = -c configs/demo/s1.yaml --rewards scene accuracy format --model.seed $(SEED)
+DEMO_SCORES = $(LOGDIR)/demo_scores
+
 demo: warm  ## the whole chain on the warm-started tiny Janus and procedural data, on the CPU, then the table
-	rm -rf checkpoints/demo exports/demo
+	rm -rf checkpoints/demo exports/demo $(DEMO_SCORES)
 	$(BIN)/corl fit -c configs/demo/s1.yaml $(DEMO_ARGS)
 	$(MAKE) --no-print-directory -j2 demo-t2i demo-mm2t
 	$(BIN)/corl evaluate base=tiny-warm s1=checkpoints/demo/s1/last.ckpt s2_t2i=exports/demo/t2i \
-		s2_mcq=checkpoints/demo/s2_mcq/last.ckpt s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t \
-		-c configs/demo/s1.yaml --rewards scene accuracy format --json $(LOGDIR)/demo_eval.json --model.seed $(SEED) \
-		--jobs 2
+		s2_mcq=checkpoints/demo/s2_mcq/last.ckpt s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t $(EVAL_ARGS) \
+		--scores $(DEMO_SCORES)/t2i.json $(DEMO_SCORES)/mm2t.json --json $(LOGDIR)/demo_eval.json
 
 # The demo's stage 2, two chains side by side from stage 1's weights, one CPU core each: a tiny model's
 # runs keep one core busy however many threads they may use (the MC run takes as long on one as on two).
+# The T2I run is the longer, the MC + OE chain makes three models: stage 1's model is scored after the
+# first, the warm base after the second, so that both chains end about together.
 demo-t2i:
 	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_t2i.yaml $(DEMO_ARGS)
 	$(BIN)/corl export checkpoints/demo/s2_t2i/last.ckpt exports/demo/t2i
+	OMP_NUM_THREADS=1 $(BIN)/corl evaluate s1=checkpoints/demo/s1/last.ckpt s2_t2i=exports/demo/t2i $(EVAL_ARGS) \
+		--json $(DEMO_SCORES)/t2i.json
 
 demo-mm2t:
 	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_mcq.yaml $(DEMO_ARGS)
 	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_oe.yaml $(DEMO_ARGS)
 	$(BIN)/corl merge checkpoints/demo/s2_mcq/last.ckpt checkpoints/demo/s2_oe/last.ckpt --out exports/demo/mm2t
+	OMP_NUM_THREADS=1 $(BIN)/corl evaluate base=tiny-warm s2_mcq=checkpoints/demo/s2_mcq/last.ckpt \
+		s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t $(EVAL_ARGS) --json $(DEMO_SCORES)/mm2t.json
 
 # More options for every `corl fit` of stage1/stage2, e.g. FIT_ARGS="-c configs/fsdp.yaml".
 FIT_ARGS ?=

@@ -136,7 +136,7 @@ def scored_models(specs: list[tuple[str, str]], args: argparse.Namespace) -> Ite
     the parent's threads split between the workers, finish sooner than one after another (the demo's six
     models: 110 s against 123 s on two cores).
     """
-    if args.jobs <= 1 or len(specs) == 1:
+    if args.jobs <= 1 or len(specs) <= 1:
         yield from ((name, score_model(path, args)) for name, path in specs)
         return
     threads = max(1, torch.get_num_threads() // args.jobs)
@@ -147,14 +147,43 @@ def scored_models(specs: list[tuple[str, str]], args: argparse.Namespace) -> Ite
         yield from ((name, future.result()) for (name, _), future in zip(specs, futures))
 
 
+def earlier_scores(paths: Sequence[str], rewards: Sequence[str] | None) -> dict[str, dict[str, float]]:
+    """``{model: {reward: mean}}`` read from earlier ``--json`` files (a later file wins a name).
+
+    Lets runs that finish at different times each score their own models, and one table gather them
+    (``make demo``'s stage-2 chains). Every model must carry each reward of ``rewards``.
+    """
+    known: dict[str, dict[str, float]] = {}
+    for path in paths:
+        try:
+            scores = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise SystemExit(f"corl evaluate: --scores {path}: no such file") from None
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"corl evaluate: --scores {path}: not JSON ({err})") from None
+        if not isinstance(scores, dict) or not all(isinstance(v, dict) for v in scores.values()):
+            raise SystemExit(f"corl evaluate: --scores {path}: not {{model: {{reward: mean}}}} as --json writes it")
+        for name, values in scores.items():
+            missing = [reward for reward in rewards or () if reward not in values]
+            if missing:
+                raise SystemExit(f"corl evaluate: --scores {path}: {name} has no {', '.join(missing)} score")
+        known.update(scores)
+    return known
+
+
 def evaluate_command(args: argparse.Namespace) -> None:
-    """Score each model and print (and write) the table."""
+    """Score each model (or take its scores from ``--scores``) and print (and write) the table."""
     if args.jobs < 1:
         raise SystemExit(f"corl evaluate: --jobs must be at least 1, got {args.jobs}")
-    results = {}
-    for name, scores in scored_models(model_specs(args.models), args):
-        results[name] = scores
+    specs = model_specs(args.models)
+    known = earlier_scores(args.scores or [], args.rewards)
+    for name in (name for name, _ in specs if name in known):
+        print(f"{name}: scores from --scores", flush=True)
+    scored = {}
+    for name, scores in scored_models([(name, path) for name, path in specs if name not in known], args):
+        scored[name] = scores
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+    results = {name: known[name] if name in known else scored[name] for name, _ in specs}
     print(table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -181,4 +210,7 @@ def add_parser(commands) -> None:
     p.add_argument("--sampled-answers", action="store_true",
                    help="also answer every question once at the config's text temperature (<reward>_sampled)")
     p.add_argument("--json", help="write {model: {reward: mean}} here")
+    p.add_argument("--scores", nargs="+", metavar="FILE",
+                   help="earlier --json files: a model named in one is taken from it, not scored again (score "
+                        "them with the same config, examples and seed)")
     p.set_defaults(run=evaluate_command)

@@ -73,3 +73,33 @@ def test_jobs_must_be_positive(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="--jobs must be at least 1, got 0"):
         main(["evaluate", "tiny", "-c", str(ROOT / "configs/demo/s1.yaml"), "--device", "cpu", "--jobs", "0"])
+
+
+def test_scores_of_earlier_runs_are_gathered_in_the_order_named_and_not_scored_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = ["-c", str(ROOT / "configs/demo/s2_mcq.yaml"), "--examples", "2", "--batch-size", "2", "--device", "cpu",
+              "--model.max_completion_tokens", "6"]
+    main(["evaluate", "a=tiny", *config, "--json", str(tmp_path / "a.json")])
+    (tmp_path / "b.json").write_text(json.dumps({"b": {"accuracy": 0.25, "format": 0.5}}))  # "b" cannot be scored
+    main(["evaluate", "b=no/such/model", "a=tiny", "c=tiny", *config, "--scores", str(tmp_path / "a.json"),
+          str(tmp_path / "b.json"), "--json", str(tmp_path / "all.json")])
+    gathered, first = (json.loads((tmp_path / name).read_text()) for name in ("all.json", "a.json"))
+    assert list(gathered) == ["b", "a", "c"]
+    assert gathered["b"] == {"accuracy": 0.25, "format": 0.5} and gathered["a"] == first["a"]
+    assert gathered["c"] == first["a"], "a model not in the files is scored, on the same examples and draws"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "no such file"),
+    ("{", "not JSON"),
+    ('{"a": 0.5}', "not {model: {reward: mean}}"),
+    ('{"a": {"format": 0.5}}', "a has no accuracy score"),
+])
+def test_scores_files_that_cannot_be_used_are_named(tmp_path, monkeypatch, content, message):
+    monkeypatch.chdir(tmp_path)
+    scores = tmp_path / "earlier.json"
+    if content is not None:
+        scores.write_text(content)
+    with pytest.raises(SystemExit, match=f"--scores {scores}: {message}"):
+        main(["evaluate", "a=tiny", "-c", str(ROOT / "configs/demo/s2_mcq.yaml"), "--device", "cpu",
+              "--rewards", "accuracy", "format", "--scores", str(scores)])
