@@ -11,11 +11,6 @@ from __future__ import annotations
 import sys
 import warnings
 
-from lightning.pytorch.cli import LightningCLI
-
-from corl.data.datamodule import ExampleDataModule
-from corl.modules.corl_module import CoRLModule
-
 TOOLS = ("export", "merge", "generate", "evaluate")
 
 
@@ -32,8 +27,17 @@ def main(args: list[str] | None = None) -> None:
         from corl.warm.build import warm_command
 
         return CLI(warm_command, args=argv[1:], as_positional=False)
+    # Imported here, not above: the tools start seconds sooner without Lightning.
+    from lightning.pytorch.cli import LightningCLI
+
+    from corl.data.datamodule import ExampleDataModule
+    from corl.modules.corl_module import CoRLModule
+
     # The policy keeps every module in eval mode on purpose (no dropout in RL log-probs).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # Lightning's hint for manual optimisation: a checkpoint holds the state after the step, which is what
+    # an exact resume continues from (corl.resume), so the page-long example it prints is noise.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     module = CoRLModule
     if argv and argv[0] == "sft":  # supervised fine-tuning: a fit of the SFT module
         from corl.modules.sft_module import SFTModule

@@ -8,15 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
 
-from corl.checkpoints import check_compatible, export, export_adapters, linear_merge, load_model, task_arithmetic
 from corl.evaluate import add_parser as add_evaluate_parser
-from corl.modules.policy import JanusPolicy
+
+# The commands import the checkpoint and model code themselves: ``corl evaluate --scores`` that only
+# gathers earlier scores, and every ``--help``, then start without Lightning and the Janus classes.
 
 
 def export_command(args: argparse.Namespace) -> None:
     """Checkpoint -> transformers folder that ``JanusForConditionalGeneration.from_pretrained`` loads."""
+    from corl.checkpoints import export, export_adapters, load_model
+
     if args.adapters_only:
         try:
             out, base = export_adapters(args.checkpoint, args.out, args.dtype)
@@ -30,6 +32,8 @@ def export_command(args: argparse.Namespace) -> None:
 
 def merge_command(args: argparse.Namespace) -> None:
     """Weighted average (``linear``) or task arithmetic of models with the same architecture."""
+    from corl.checkpoints import check_compatible, export, linear_merge, load_model, task_arithmetic
+
     weights = args.weights or [1.0 / len(args.models)] * len(args.models)
     loaded = [load_model(path, args.dtype) for path in args.models]
     states = [model.state_dict() for model, _ in loaded]
@@ -63,6 +67,11 @@ def read_prompts(path: Path) -> list[dict]:
 @torch.no_grad()
 def generate_command(args: argparse.Namespace) -> None:
     """Images for a prompt file in GenEval's layout: OUT/<index>/metadata.jsonl, OUT/<index>/samples/<k>.png."""
+    from torchvision.utils import save_image
+
+    from corl.checkpoints import load_model
+    from corl.modules.policy import JanusPolicy
+
     model, processor = load_model(args.model, args.dtype)
     model.to(args.device)
     policy = JanusPolicy(model, processor, cfg_weight=args.cfg_weight, image_temperature=args.temperature)

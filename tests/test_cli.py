@@ -1,5 +1,7 @@
 """The ``corl`` CLI: every shipped YAML parses, the demo config trains and writes TensorBoard events."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,11 @@ def test_real_config_refuses_a_missing_lpips_trunk_before_training(tmp_path, mon
               "--trainer.strategy", "auto", "--trainer.precision", "32", "--trainer.default_root_dir", str(tmp_path),
               "--trainer.logger.init_args.save_dir", str(tmp_path)])
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_the_tools_start_without_lightning():
+    # corl export / merge / evaluate --scores / --help import Lightning only when a command needs it: a
+    # fresh interpreter, because this one has long imported it.
+    probe = "import sys; import corl.cli, corl.tools; print('lightning' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
