@@ -46,8 +46,8 @@ demo: warm  ## the whole chain on the warm-started tiny Janus and procedural dat
 
 # The demo's stage 2, two chains side by side from stage 1's weights, one CPU core each: a tiny model's
 # runs keep one core busy however many threads they may use (the MC run takes as long on one as on two).
-# The T2I run is the longer, the MC + OE chain makes three models: stage 1's model is scored after the
-# first, the warm base after the second, so that both chains end about together.
+# The T2I run is the longer, the MC + OE chain makes three models: the T2I chain also scores stage 1's
+# model and the MC + OE chain the warm base, so that both chains end about together.
 demo-t2i:
 	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_t2i.yaml $(DEMO_ARGS)
 	$(BIN)/corl export checkpoints/demo/s2_t2i/last.ckpt exports/demo/t2i

@@ -1,4 +1,8 @@
-"""``corl export``, ``merge``, ``generate`` and ``evaluate``: what happens to weights after training."""
+"""``corl export``, ``merge``, ``generate`` and ``evaluate``: what happens to weights after training.
+
+The commands import the checkpoint and model code themselves, so ``corl evaluate --scores`` that only
+gathers earlier scores, and every ``--help``, start without Lightning and the Janus classes.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,6 @@ from pathlib import Path
 import torch
 
 from corl.evaluate import add_parser as add_evaluate_parser
-
-# The commands import the checkpoint and model code themselves: ``corl evaluate --scores`` that only
-# gathers earlier scores, and every ``--help``, then start without Lightning and the Janus classes.
 
 
 def export_command(args: argparse.Namespace) -> None:

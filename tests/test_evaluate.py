@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,6 @@ def test_scores_files_that_cannot_be_used_are_named(tmp_path, monkeypatch, conte
     scores = tmp_path / "earlier.json"
     if content is not None:
         scores.write_text(content)
-    with pytest.raises(SystemExit, match=f"--scores {scores}: {message}"):
+    with pytest.raises(SystemExit, match=re.escape(f"--scores {scores}: {message}")):
         main(["evaluate", "a=tiny", "-c", str(ROOT / "configs/demo/s2_mcq.yaml"), "--device", "cpu",
               "--rewards", "accuracy", "format", "--scores", str(scores)])
