@@ -141,4 +141,4 @@ def vocabulary_corpus() -> Iterator[str]:
     yield DESCRIBE
     for index in range(400):
         scene = make_scene(seed=12345, index=index, image_size=8)
-        yield f"{scene.prompt}\n{question_prompt(scene.qa_problem, scene.qa_type)}\n{scene.qa_solution}"
+        yield f"{scene.prompt}\n{question_prompt(scene.qa_problem, scene.qa_type, 'poster')}\n{scene.qa_solution}"

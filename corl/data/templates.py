@@ -1,9 +1,29 @@
-"""Instruction templates for understanding questions, worded as in the CoRL poster."""
+"""Instruction templates for understanding questions, and the parts of a solution the rewards read.
+
+The public understanding data (``mm-vl/x2x_rft_22k``, ``mcot_r1_mcq_66k``, ``mcot_r1_vqa_66k``) writes its
+questions with the authors' instruction already in them ("…Please write your thinking process inside
+<think> </think> tags, and provide your final answer … inside <answer> </answer> tags…"). Such a question
+is used verbatim; only a bare question (the procedural set's, or a user's own data) gets an instruction
+appended, so the model never reads the instruction twice in two wordings.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
+# The authors' wording and layout (mm-vl/ULM-R1, rewards/r_utils.py, MCQ_PROMPT / VQA_PROMPT): the question,
+# a blank line, the instruction, a blank line, the format request, a line break, the format line.
+_AUTHORS_HEAD = "{question}\n\nAnswer the question based on the image and your world knowledge.\n\n"
+AUTHORS = {
+    "MC": _AUTHORS_HEAD + "Please write your thinking process inside <think> </think> tags, and provide your final "
+    "answer (option letter, e.g., A/B/C/D) inside <answer> </answer> tags.\nYour response MUST strictly follow this "
+    "format: <think> ... </think><answer>option letter</answer>",
+    "OE": _AUTHORS_HEAD + "Please write your thinking process inside <think> </think> tags, and provide your final "
+    "answer (only 1\u20133 words) inside <answer> </answer> tags.\nYour response MUST strictly follow this format: "
+    "<think> ... </think><answer>concise answer</answer>",
+}
+# The CoRL poster's wording, on the line after the question (the demo's warm start was taught with it).
 MC_INSTRUCTION = (
     "Answer the question based on the image and your knowledge. Please write your thinking process inside "
     "<think> </think> tags, and provide your final answer (option letter, e.g., A/B/C/D) inside <answer> </answer> "
@@ -14,6 +34,9 @@ OE_INSTRUCTION = (
     "<think> </think> tags, and provide your final answer (only 1-3 words) inside <answer> </answer> tags. "
     "Your response MUST strictly follow this format: <think> ...</think> <answer>concise answer</answer>"
 )
+POSTER = {"MC": "{question}\n" + MC_INSTRUCTION, "OE": "{question}\n" + OE_INSTRUCTION}
+INSTRUCTIONS: dict[str, dict[str, str] | None] = {"authors": AUTHORS, "poster": POSTER, "none": None}
+Instruction = str | Mapping[str, str]  # a name in INSTRUCTIONS, or {"MC": template, "OE": template} with {question}
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 
@@ -60,7 +83,35 @@ def solution_answer(qa_solution: str) -> str:
     return qa_solution.strip() if answer is None else answer
 
 
-def question_prompt(question: str, qa_type: str) -> str:
-    """The user turn for an understanding rollout: the question, then the matching instruction."""
-    instruction = MC_INSTRUCTION if is_multiple_choice(qa_type) else OE_INSTRUCTION
-    return f"{question.strip()}\n{instruction}"
+def instruction_templates(instruction: Instruction) -> dict[str, str] | None:
+    """The MC and OE templates of a wording (None for ``none``); a setting that cannot work is an error naming it."""
+    if isinstance(instruction, str):
+        if instruction not in INSTRUCTIONS:
+            raise ValueError(f"instruction must be one of {sorted(INSTRUCTIONS)} or a mapping "
+                             f"{{MC: template, OE: template}}, got {instruction!r}")
+        return INSTRUCTIONS[instruction]
+    templates = dict(instruction)
+    if sorted(templates) != ["MC", "OE"]:
+        raise ValueError(f"an instruction mapping needs exactly the keys MC and OE, got {sorted(templates)}")
+    for kind, template in templates.items():
+        if not isinstance(template, str) or "{question}" not in template:
+            raise ValueError(f"the {kind} instruction template must be a string with {{question}} in it, "
+                             f"got {template!r}")
+    return templates
+
+
+def asks_for_answer_tags(question: str) -> bool:
+    """Whether a question carries its own answer-format instruction: it asks for ``<answer>`` tags."""
+    return "<answer>" in question.lower()
+
+
+def question_prompt(question: str, qa_type: str, instruction: Instruction = "authors") -> str:
+    """The user turn for an understanding rollout.
+
+    A question that already asks for ``<answer>`` tags (the public data's) is used as it is; a bare one gets
+    the ``instruction`` wording for its kind (multiple choice or open-ended) around it.
+    """
+    templates = instruction_templates(instruction)
+    if templates is None or asks_for_answer_tags(question):
+        return question
+    return templates["MC" if is_multiple_choice(qa_type) else "OE"].replace("{question}", question.strip())

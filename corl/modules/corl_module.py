@@ -78,9 +78,10 @@ class CoRLModule(L.LightningModule):
             model with its adapters switched off, no copy).
         eps_low: lower clip range of the ratio.
         eps_high: upper clip range of the ratio.
-        aggregation: ``token`` (mean over all valid tokens), ``sequence`` (per sequence first) or
-            ``constant`` (Dr. GRPO: the sum over valid tokens divided by rows times the task's length
-            limit, ``max_completion_tokens`` for answers and the image-token count for images).
+        aggregation: ``sequence`` (the paper's, Eq. 2 and 6, and the authors' loss: each output's token
+            mean, then the mean over outputs), ``token`` (the mean over all valid tokens of the batch, which
+            weights long answers more) or ``constant`` (Dr. GRPO: the sum over valid tokens divided by rows
+            times the task's length limit, ``max_completion_tokens`` for answers and the image-token count for images).
         importance_sampling_level: ``token`` (a ratio per token) or ``sequence`` (GSPO: one ratio
             per sequence, the exp of its mean token log-ratio, clipped the same way).
         mask_truncated_completions: answers cut off by ``max_completion_tokens`` (no EOS) get no
@@ -116,6 +117,13 @@ class CoRLModule(L.LightningModule):
         activation_checkpointing: recompute each decoder layer's activations in backward instead of
             keeping them (less memory for a second forward per layer); any strategy.
         sharding: FSDP settings, used when the strategy shards (``corl.strategies.FullyShardedStrategy``).
+        system_prompt: in front of every understanding prompt (rollouts, validation, the self-captioner, the
+            matching reward): ``none``, the CoRL authors' training layout; ``default``, the processor's
+            (Janus-Pro's default system prompt, what evaluation suites put there); or a text of one's own.
+        instruction: the answer-format instruction around a bare question: ``authors`` (their wording and
+            layout), ``poster`` (the CoRL poster's), ``none``, or ``{MC: template, OE: template}`` with
+            ``{question}``. A question that asks for ``<answer>`` tags itself (the public data's) is used as
+            it is, so the instruction is never doubled. ``corl prompt -c CONFIG`` shows what the model reads.
         seed: initialisation seed of the tiny model.
     """
 
@@ -140,7 +148,7 @@ class CoRLModule(L.LightningModule):
         beta: float = 0.0,
         eps_low: float = 0.2,
         eps_high: float = 0.2,
-        aggregation: Aggregation = "token",
+        aggregation: Aggregation = "sequence",
         importance_sampling_level: ImportanceLevel = "token",
         mask_truncated_completions: bool = False,
         dynamic_sampling: bool = False,
@@ -160,6 +168,8 @@ class CoRLModule(L.LightningModule):
         lora: LoRA | None = None,
         activation_checkpointing: bool = False,
         sharding: Sharding | None = None,
+        system_prompt: str = "none",
+        instruction: str | dict[str, str] = "authors",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -187,6 +197,8 @@ class CoRLModule(L.LightningModule):
             logprob_chunk_tokens=logprob_chunk_tokens,
             decode=decode,
             lora=lora,
+            system_prompt=system_prompt,
+            instruction=instruction,
         )
         self.reference = self.policy.make_reference() if beta > 0 else None
         self._model_configured = False

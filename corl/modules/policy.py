@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from corl.data.images import photo_pixels
-from corl.data.templates import question_prompt
+from corl.data.templates import Instruction
 from corl.modules.decoding import DecodeLoop, DecodeMode, positions_from_mask, resolve_mode
 from corl.modules.logprobs import chunked_token_logps, sample_from_logits, token_logps
 from corl.modules.lora import AdaptersOff, LoRA, add_adapters
@@ -72,6 +72,10 @@ class JanusPolicy(nn.Module):
             attention implementations take a forward per row). ``False``: a forward per row, only
             to measure the difference.
         lora: train low-rank adapters on the LLM's decoder layers instead of the LLM and its text head.
+        system_prompt: in front of every understanding prompt (rollouts, captions, matching): ``none``
+            (the CoRL authors' layout), ``default`` (the processor's) or a text (``JanusPrompts``).
+        instruction: the answer-format instruction put around bare questions: ``authors``, ``poster``,
+            ``none`` or ``{MC: template, OE: template}``; questions that ask for ``<answer>`` tags stay verbatim.
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class JanusPolicy(nn.Module):
         prefill_once: bool = True,
         pack_groups: bool = True,
         lora: LoRA | None = None,
+        system_prompt: str = "none",
+        instruction: Instruction = "authors",
     ) -> None:
         super().__init__()
         if image_logprob_mode not in ("conditional", "cfg"):
@@ -105,7 +111,7 @@ class JanusPolicy(nn.Module):
         self.decode, self.prefill_once, self.pack_groups = decode, prefill_once, pack_groups
         self._decode_loops: dict[tuple[str, str], DecodeLoop] = {}
         resolve_mode(decode, torch.device("cuda"))  # refuses an unknown mode now, not at the first rollout
-        self.prompts = JanusPrompts(processor, self.num_image_tokens)
+        self.prompts = JanusPrompts(processor, self.num_image_tokens, system_prompt, instruction)
         # Only the LLM (with its text head) learns, or only the adapters on it; vision tower, aligners,
         # VQ model, generation embedding and generation head stay frozen.
         self.model.requires_grad_(False)
@@ -325,8 +331,7 @@ class JanusPolicy(nn.Module):
         The features carry a gradient where the vision tower trains (the warm start's SFT); rollouts
         call this under ``no_grad``.
         """
-        contents = [[{"type": "image"}, {"type": "text", "text": question_prompt(q, t)}]
-                    for q, t in zip(questions, qa_types, strict=True)]
+        contents = [self.prompts.question(q, t) for q, t in zip(questions, qa_types, strict=True)]
         enc = self.prompts.encode(contents, "text").to(self.device)
         pixels = self.pixel_values(images)
         return enc.ids, enc.mask, self.image_features(pixels), pixels
@@ -347,7 +352,7 @@ class JanusPolicy(nn.Module):
 
         The images come as their ``image_features`` ``[R, N_img, D]``.
 
-        One batched forward over the processor's understanding prompts (system prompt included). The
+        One batched forward over the understanding prompts (with the ``system_prompt`` setting). The
         spans come from the batch itself: image positions are the image tokens, prompt positions are
         the tokens that carry characters of the prompt as the chat template kept it (stripped), so
         left padding, the system prompt and the template cannot shift them.

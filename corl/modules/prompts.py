@@ -1,13 +1,16 @@
-"""Prompts exactly as Janus-Pro's ``JanusProcessor`` builds them, image placeholders expanded here.
+"""Prompts as Janus-Pro's ``JanusProcessor`` builds them, with the system prompt a setting, images expanded here.
 
 The processor turns a chat text into ids in one of two modes: understanding (``text``) puts its
 default system prompt in front when ``use_default_system_prompt`` is set (Janus-Pro's is), and
-generation (``image``) appends ``<begin_of_image>``; its tokenizer adds BOS itself. corl builds the
-same text but expands each image placeholder into ``<begin_of_image>`` + N image tokens +
-``<end_of_image>`` itself, because the processor would want PIL images while corl's pixels stay on
-the device. It tokenises with character offsets, so the tokens of one part of a prompt can be found
-after the chat template has stripped and framed it (``tests/modules/test_prompts.py`` compares the
-ids with the processor's, token for token).
+generation (``image``) appends ``<begin_of_image>``; its tokenizer adds BOS itself. The CoRL authors
+trained without that system prompt (their trainer sets it to ""), so their understanding prompt is
+``<bos><|User|>: <begin_of_image>…<end_of_image>`` + newline + question + blank line + ``<|Assistant|>:``.
+``system_prompt`` chooses ``none`` (theirs), ``default`` (the processor's, what evaluation suites use) or
+a text of one's own. corl builds the same text but expands each image placeholder into
+``<begin_of_image>`` + N image tokens + ``<end_of_image>`` itself, because the processor would want PIL
+images while corl's pixels stay on the device. It tokenises with character offsets, so the tokens of one
+part of a prompt can be found after the chat template has stripped and framed it
+(``tests/modules/test_prompts.py`` compares the ids with the processor's, token for token).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Literal
 
 import torch
 from transformers.models.janus.processing_janus import DEFAULT_SYSTEM_PROMPT
+
+from corl.data.templates import Instruction, instruction_templates, question_prompt
 
 Mode = Literal["text", "image"]
 _SENTINEL = "\x00"  # stands in for a text part to find where the template puts it; no template strips it
@@ -42,13 +47,28 @@ class JanusPrompts:
     Args:
         processor: a ``JanusProcessor`` (its chat template, tokenizer, image tokens and system-prompt flag).
         num_image_tokens: image tokens per image placeholder (576 for Janus-Pro).
+        system_prompt: in front of understanding prompts: ``none`` (the CoRL authors' training layout),
+            ``default`` (the processor's: Janus-Pro's default system prompt when its
+            ``use_default_system_prompt`` is set), or a text of one's own, followed by a blank line as
+            Janus separates turns. Generation prompts never have one.
+        instruction: the answer-format instruction around a bare question (``corl.data.templates``):
+            ``authors``, ``poster``, ``none`` or ``{MC: template, OE: template}``; a question that asks
+            for ``<answer>`` tags itself is used as it is.
     """
 
-    def __init__(self, processor, num_image_tokens: int) -> None:
+    def __init__(self, processor, num_image_tokens: int, system_prompt: str = "none",
+                 instruction: Instruction = "authors") -> None:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         image_tokens = processor.image_token * num_image_tokens
         self.image_span = processor.image_start_token + image_tokens + processor.image_end_token
+        self.system = system_text(system_prompt, processor)
+        instruction_templates(instruction)  # a bad setting fails here, not at the first rollout
+        self.instruction = instruction
+
+    def question(self, question: str, qa_type: str) -> list[dict]:
+        """The user turn of an understanding prompt: the image, then the question with its instruction."""
+        return [{"type": "image"}, {"type": "text", "text": question_prompt(question, qa_type, self.instruction)}]
 
     def text(self, content: list[dict], mode: Mode) -> str:
         """The text the processor tokenises for one user turn ``content``, images expanded."""
@@ -59,7 +79,7 @@ class JanusPrompts:
             return chat + self.processor.image_start_token
         if mode != "text":
             raise ValueError(f"prompt mode must be 'text' or 'image', got {mode!r}")
-        return (DEFAULT_SYSTEM_PROMPT if getattr(self.processor, "use_default_system_prompt", False) else "") + chat
+        return self.system + chat
 
     def encode(self, contents: list[list[dict]], mode: Mode) -> PromptBatch:
         """Left-padded ids of several user turns; the tokenizer adds BOS as it does for the processor."""
@@ -85,6 +105,17 @@ class JanusPrompts:
         if not located:
             raise ValueError(f"the prompt {part!r} cannot be located in its chat text {full!r}")
         return start, end
+
+
+def system_text(system_prompt: str, processor) -> str:
+    """The text in front of an understanding prompt for the ``system_prompt`` setting."""
+    if not isinstance(system_prompt, str):
+        raise ValueError(f"system_prompt must be 'none', 'default' or a text, got {system_prompt!r}")
+    if system_prompt in ("none", ""):
+        return ""
+    if system_prompt == "default":
+        return DEFAULT_SYSTEM_PROMPT if getattr(processor, "use_default_system_prompt", False) else ""
+    return system_prompt.rstrip() + "\n\n"
 
 
 def span_mask(batch: PromptBatch, spans: list[tuple[int, int]]) -> torch.Tensor:

@@ -53,6 +53,10 @@ class SFTModule(L.LightningModule):
         lora: train low-rank adapters on the LLM's decoder layers (peft's LoRA) instead of the LLM and its
             text head; not with ``train_towers``.
         activation_checkpointing: recompute each decoder layer in backward instead of keeping it.
+        system_prompt: in front of every question: ``none`` (the CoRL authors' layout), ``default`` (the
+            processor's) or a text; as ``corl fit``'s, so RL reads what SFT taught.
+        instruction: the answer-format instruction around bare questions (``authors``, ``poster``, ``none`` or
+            ``{MC: template, OE: template}``); questions that ask for ``<answer>`` tags stay verbatim.
         seed: initialisation seed of the tiny model.
     """
 
@@ -74,6 +78,8 @@ class SFTModule(L.LightningModule):
         init_from: str | None = None,
         lora: LoRA | None = None,
         activation_checkpointing: bool = False,
+        system_prompt: str = "none",
+        instruction: str | dict[str, str] = "authors",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -94,7 +100,8 @@ class SFTModule(L.LightningModule):
             load_state(janus, read_weights(init_from), init_from)
         # Log-likelihoods at temperature 1, image tokens under the conditional logits (no CFG mix).
         self.policy = JanusPolicy(janus, processor, image_temperature=1.0, text_temperature=1.0,
-                                  max_completion_tokens=max_answer_tokens, image_logprob_mode="conditional", lora=lora)
+                                  max_completion_tokens=max_answer_tokens, image_logprob_mode="conditional", lora=lora,
+                                  system_prompt=system_prompt, instruction=instruction)
         if train_towers:
             self.policy.model.requires_grad_(True)
             self.policy.model.model.vqmodel.requires_grad_(False)  # the image tokens' codebook stays fixed

@@ -79,6 +79,9 @@ class WarmRecipe:
         t2i_steps: SFT steps on text-to-image rows alone, before the triplets (0: none).
         t2i_batch_size: text-to-image rows per such step.
         t2i_lr: their peak AdamW learning rate (cosine to 0 after ``sft_warmup_steps``).
+        system_prompt: the understanding prompts' system prompt it is taught with (the demo's configs use
+            the same): the processor's default, as a model pretrained with Janus's chat format reads.
+        instruction: the instruction wording around its bare procedural questions: the poster's.
     """
 
     sizes: JanusSizes = field(default_factory=lambda: WARM_SIZES)
@@ -95,6 +98,8 @@ class WarmRecipe:
     t2i_steps: int = 400
     t2i_batch_size: int = 32
     t2i_lr: float = 1e-3
+    system_prompt: str = "default"
+    instruction: str = "poster"
 
 
 RECIPE = WarmRecipe()  # tiny-warm's
@@ -228,6 +233,7 @@ def _sft(model_folder: str, seed: int, recipe: WarmRecipe, phase: _Phase) -> tup
             model=model_folder, image_weight=phase.image_weight, text_weight=phase.text_weight,
             uncond_prob=recipe.uncond_prob, max_answer_tokens=64, reasoned_share=recipe.reasoned_share,
             train_towers=True, lr=phase.lr, warmup_steps=recipe.sft_warmup_steps, lr_schedule="cosine",
+            system_prompt=recipe.system_prompt, instruction=recipe.instruction,
         )
         data = ExampleDataModule(source="procedural", kind=phase.kind, batch_size=phase.batch_size,
                                  length=phase.steps * phase.batch_size, seed=seed + phase.seed_offset,

@@ -1,3 +1,4 @@
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -42,20 +43,54 @@ def test_tiny_processor_has_janus_pro_layout(tiny_policy):
         assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1, token
 
 
+@pytest.mark.parametrize("instruction", ["authors", "poster"])
 @pytest.mark.parametrize("qa_type", ["MC", "counting"])
-def test_understanding_prompts_equal_the_processors(tiny_policy, qa_type):
-    policy = tiny_policy()
+def test_understanding_prompts_with_the_default_system_prompt_equal_the_processors(tiny_policy, qa_type, instruction):
+    policy = tiny_policy(system_prompt="default", instruction=instruction)
     images = [Image.new("RGB", (40, 30), (200, 10, 10)) for _ in QUESTIONS]
     ids, mask, _, _ = policy.understanding_prompts(QUESTIONS, [qa_type] * len(QUESTIONS), images)
     for row, question in enumerate(QUESTIONS):
-        conversation = [{"role": "user", "content": [{"type": "image"},
-                                                     {"type": "text", "text": question_prompt(question, qa_type)}]}]
+        user_turn = question_prompt(question, qa_type, instruction)
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user_turn}]}]
         text = policy.processor.apply_chat_template(conversation, add_generation_prompt=True)
         expected = processor_ids(policy.processor, text, images=[images[row]], mode="text")
         assert unpadded(ids[row], mask[row]) == expected
         decoded = policy.tokenizer.decode(expected)
         assert decoded.startswith(policy.tokenizer.bos_token + SYSTEM + "<|User|>: <begin_of_image>")
         assert decoded.endswith("\n\n<|Assistant|>:")
+
+
+@pytest.mark.parametrize("qa_type", ["MC", "counting"])
+def test_understanding_prompts_in_the_authors_layout_token_for_token(tiny_policy, qa_type):
+    policy = tiny_policy()  # the default: no system prompt, the authors' instruction
+    images = [Image.new("RGB", (40, 30), (10, 200, 10)) for _ in QUESTIONS]
+    ids, mask, _, _ = policy.understanding_prompts(QUESTIONS, [qa_type] * len(QUESTIONS), images)
+    n = policy.num_image_tokens
+    for row, question in enumerate(QUESTIONS):
+        # <bos><|User|>: <begin_of_image>…<end_of_image>\n{qa_problem}\n\n<|Assistant|>: (grpo_trainer_unified.py,
+        # system_prompt = ""), the question followed by the authors' instruction (r_utils.py)
+        text = (f"<|User|>: <begin_of_image>{'<image_placeholder>' * n}<end_of_image>\n"
+                f"{question_prompt(question, qa_type, 'authors')}\n\n<|Assistant|>:")
+        assert unpadded(ids[row], mask[row]) == policy.tokenizer(text)["input_ids"]
+        decoded = policy.tokenizer.decode(unpadded(ids[row], mask[row]))
+        assert decoded.startswith(policy.tokenizer.bos_token + "<|User|>: ") and "helpful" not in decoded
+        assert decoded.count("Answer the question based on the image") == 1
+    # the processor says the same once its default system prompt is off
+    processor = copy.deepcopy(policy.processor)
+    processor.use_default_system_prompt = False
+    conversation = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": question_prompt(QUESTIONS[0], qa_type)}]}]
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    assert unpadded(ids[0], mask[0]) == processor_ids(processor, text, images=[images[0]], mode="text")
+
+
+def test_a_system_prompt_of_ones_own_stands_before_the_user_turn(tiny_policy):
+    policy = tiny_policy(system_prompt="You are a careful visual assistant.\n")
+    ids, mask, _, _ = policy.understanding_prompts(QUESTIONS[:1], ["MC"], [Image.new("RGB", (8, 8))])
+    decoded = policy.tokenizer.decode(unpadded(ids[0], mask[0]))
+    assert decoded.startswith(policy.tokenizer.bos_token + "You are a careful visual assistant.\n\n<|User|>: ")
+    with pytest.raises(ValueError, match="system_prompt"):
+        tiny_policy(system_prompt=None)
 
 
 def test_generation_prompts_equal_the_processors(tiny_policy):
@@ -70,8 +105,10 @@ def test_generation_prompts_equal_the_processors(tiny_policy):
         assert decoded == f"{policy.tokenizer.bos_token}<|User|>: {prompt.strip()}\n\n<|Assistant|>:<begin_of_image>"
 
 
-def test_self_captioner_prompt_equals_the_processors(tiny_policy):
-    policy = tiny_policy()
+@pytest.mark.parametrize("system_prompt", ["default", "none"])
+def test_self_captioner_prompt_equals_the_processors(tiny_policy, system_prompt):
+    policy = tiny_policy(system_prompt=system_prompt)
+    policy.processor.use_default_system_prompt = system_prompt == "default"  # the processor as the layout wants
     seen = []
 
     def sample_texts(ids, mask, *args, **kwargs):
