@@ -6,7 +6,7 @@ MODEL ?= checkpoints/Janus-Pro-1B
 DATA ?= data/x2x_rft_22k
 LOGDIR ?= runs
 
-.PHONY: install test lint warm demo demo-t2i demo-mm2t stage1 stage2 tensorboard bench spice clean
+.PHONY: install test lint warm demo demo-t2i demo-mm2t stage1 stage2 pilot tensorboard bench spice clean
 
 $(BIN)/corl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -57,7 +57,8 @@ demo-t2i:
 demo-mm2t:
 	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_mcq.yaml $(DEMO_ARGS)
 	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_oe.yaml $(DEMO_ARGS)
-	$(BIN)/corl merge checkpoints/demo/s2_mcq/last.ckpt checkpoints/demo/s2_oe/last.ckpt --out exports/demo/mm2t
+	$(BIN)/corl merge checkpoints/demo/s2_mcq/last.ckpt checkpoints/demo/s2_oe/last.ckpt --method gaussian \
+		--base checkpoints/demo/s1/last.ckpt --out exports/demo/mm2t
 	OMP_NUM_THREADS=1 $(BIN)/corl evaluate base=tiny-warm s2_mcq=checkpoints/demo/s2_mcq/last.ckpt \
 		s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t $(EVAL_ARGS) --json $(DEMO_SCORES)/mm2t.json
 
@@ -72,12 +73,25 @@ DATA_T2I ?= data/x2x_rft_16k
 DATA_MCQ ?= data/mcot_r1_mcq_66k
 DATA_OE ?= data/mcot_r1_vqa_66k
 
-stage2: install  ## the three refined runs from stage 1's final checkpoint, then MC + OE merged into one model
+stage2: install  ## the three refined runs from stage 1's final checkpoint, then MC + OE merged as the paper does
 	$(BIN)/corl fit -c configs/s2_t2i.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_T2I) $(FIT_ARGS)
 	$(BIN)/corl fit -c configs/s2_mcq.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_MCQ) $(FIT_ARGS)
 	$(BIN)/corl fit -c configs/s2_oe.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_OE) $(FIT_ARGS)
-	$(BIN)/corl merge checkpoints/s2_mcq/last.ckpt checkpoints/s2_oe/last.ckpt --out exports/s2_mm2t
+	$(BIN)/corl merge checkpoints/s2_mcq/last.ckpt checkpoints/s2_oe/last.ckpt --method gaussian --base $(S1_CKPT) \
+		--out exports/s2_mm2t
 	$(BIN)/corl export checkpoints/s2_t2i/last.ckpt exports/s2_t2i
+
+# The pilot study (paper §3.2): the four RL paradigms from Janus-Pro-1B on x2x_rft_16k with CLIP Score for images;
+# RL-Merging is the two RL-Sep models merged with the paper's Gaussian merge, from the model they started from.
+DATA_PILOT ?= data/x2x_rft_16k
+
+pilot: install  ## the pilot study's paradigms: RL-Sep (both tasks), RL-Merging, RL-Cycle, RL-Unified
+	$(BIN)/corl fit -c configs/pilot/sep_t2i.yaml --model.model $(MODEL) --data.source $(DATA_PILOT) $(FIT_ARGS)
+	$(BIN)/corl fit -c configs/pilot/sep_mm2t.yaml --model.model $(MODEL) --data.source $(DATA_PILOT) $(FIT_ARGS)
+	$(BIN)/corl merge checkpoints/pilot_sep_t2i/last.ckpt checkpoints/pilot_sep_mm2t/last.ckpt --method gaussian \
+		--base $(MODEL) --out exports/pilot_merging
+	$(BIN)/corl fit -c configs/pilot/cycle.yaml --model.model $(MODEL) --data.source $(DATA_PILOT) $(FIT_ARGS)
+	$(BIN)/corl fit -c configs/pilot/unified.yaml --model.model $(MODEL) --data.source $(DATA_PILOT) $(FIT_ARGS)
 
 tensorboard: install  ## watch runs
 	$(BIN)/tensorboard --logdir $(LOGDIR)

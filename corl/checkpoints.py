@@ -1,8 +1,7 @@
-"""Weights in and out: read a corl checkpoint or an exported folder, export, merge.
+"""Weights in and out: read a corl checkpoint or an exported folder, export.
 
-Merging is pure arithmetic on state dicts (``linear_merge``, ``task_arithmetic``, and for a LoRA
-run's adapters ``corl.modules.lora.merge_adapters``), so it is tested on small tensors; the file
-handling around it is thin.
+Merging models is pure arithmetic on state dicts (``corl.merging``, and for a LoRA run's adapters
+``corl.modules.lora.merge_adapters``), so it is tested on small tensors; the file handling is here.
 """
 
 from __future__ import annotations
@@ -117,26 +116,6 @@ def check_compatible(states: Sequence[dict[str, torch.Tensor]], names: Sequence[
             k = shapes[0]
             raise ValueError(f"{name} does not match {names[0]}: {k} is {tuple(state[k].shape)}, "
                              f"not {tuple(first[k].shape)} (different model sizes)")
-
-
-def linear_merge(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
-    """sum_i w_i * theta_i, key by key (weights are used as given: pass ones that sum to 1 to average)."""
-    if len(states) != len(weights):
-        raise ValueError(f"{len(states)} models but {len(weights)} weights")
-    return {k: sum(w * s[k].float() for w, s in zip(weights, states)).to(states[0][k].dtype) for k in states[0]}
-
-
-def task_arithmetic(
-    base: dict[str, torch.Tensor], states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]
-) -> dict[str, torch.Tensor]:
-    """Task arithmetic: base + sum_i w_i * (theta_i - base), each run's task vector added to its start."""
-    if len(states) != len(weights):
-        raise ValueError(f"{len(states)} models but {len(weights)} weights")
-    merged = {}
-    for k, start in base.items():
-        delta = sum(w * (s[k].float() - start.float()) for w, s in zip(weights, states))
-        merged[k] = (start.float() + delta).to(start.dtype)
-    return merged
 
 
 def export(model, processor, out: str | Path) -> Path:

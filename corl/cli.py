@@ -3,6 +3,7 @@
 ``corl fit -c configs/demo/s1.yaml`` trains with RL; every option is documented by ``corl fit --help``.
 ``corl sft -c configs/sft.yaml`` is the supervised cold start (``corl sft --help``).
 ``corl export | merge | generate | evaluate`` handle the weights afterwards (``corl export --help``...).
+``corl prompt -c CONFIG`` prints what the model reads under a config, before any training.
 ``corl warm`` builds (once) the warm-started tiny Janus the demo trains (``corl warm --help``).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-TOOLS = ("export", "merge", "generate", "evaluate")
+TOOLS = ("export", "merge", "generate", "evaluate", "prompt")
 
 
 def main(args: list[str] | None = None) -> None:

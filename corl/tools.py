@@ -1,4 +1,4 @@
-"""``corl export``, ``merge``, ``generate`` and ``evaluate``: what happens to weights after training.
+"""``corl export``, ``merge``, ``generate``, ``evaluate`` and ``prompt``: weights after training, and prompts before.
 
 The commands import the checkpoint and model code themselves, so ``corl evaluate --scores`` that only
 gathers earlier scores, and every ``--help``, start without Lightning and the Janus classes.
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from corl.evaluate import add_parser as add_evaluate_parser
+from corl.prompt_tool import add_parser as add_prompt_parser
 
 
 def export_command(args: argparse.Namespace) -> None:
@@ -32,25 +33,34 @@ def export_command(args: argparse.Namespace) -> None:
 
 
 def merge_command(args: argparse.Namespace) -> None:
-    """Weighted average (``linear``) or task arithmetic of models with the same architecture."""
-    from corl.checkpoints import check_compatible, export, linear_merge, load_model, task_arithmetic
+    """Merge models with the same architecture: the paper's Gaussian merge, a weighted average, or task arithmetic."""
+    from corl.checkpoints import check_compatible, export, load_model
+    from corl.merging import gaussian_merge, linear_merge, task_arithmetic
 
+    if args.method == "gaussian" and args.weights:
+        raise SystemExit("corl merge: --method gaussian has no --weights (the bulk of each delta is averaged, "
+                         "its outliers kept whole); --width sets the band")
+    if args.method in ("gaussian", "task_arithmetic") and args.base is None:
+        raise SystemExit(f"corl merge: --method {args.method} needs --base (the model the runs started from, "
+                         "e.g. the stage-1 checkpoint for the MC and OE models)")
     weights = args.weights or [1.0 / len(args.models)] * len(args.models)
     loaded = [load_model(path, args.dtype) for path in args.models]
     states = [model.state_dict() for model, _ in loaded]
     names = list(args.models)
-    if args.method == "task_arithmetic":
-        if args.base is None:
-            raise SystemExit("corl merge: --method task_arithmetic needs --base (the model the runs started from)")
+    if args.base is not None and args.method != "linear":
         base = load_model(args.base, args.dtype)[0].state_dict()
         check_compatible([base, *states], [args.base, *names])
-        merged = task_arithmetic(base, states, weights)
     else:
         check_compatible(states, names)
-        merged = linear_merge(states, weights)
+    if args.method == "gaussian":
+        merged, how = gaussian_merge(base, states, args.width), f"gaussian, width {args.width}, from {args.base}"
+    elif args.method == "task_arithmetic":
+        merged, how = task_arithmetic(base, states, weights), f"task_arithmetic, weights {weights}, from {args.base}"
+    else:
+        merged, how = linear_merge(states, weights), f"linear, weights {weights}"
     model, processor = loaded[0]
     model.load_state_dict(merged)
-    print(f"merged {names} ({args.method}, weights {weights}) into {export(model, processor, args.out)}")
+    print(f"merged {names} ({how}) into {export(model, processor, args.out)}")
 
 
 def read_prompts(path: Path) -> list[dict]:
@@ -93,7 +103,7 @@ def generate_command(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The three sub-commands and their options."""
-    root = argparse.ArgumentParser(prog="corl", description="corl export | merge | generate | evaluate "
+    root = argparse.ArgumentParser(prog="corl", description="corl export | merge | generate | evaluate | prompt "
                                    "(training: corl fit, corl sft)")
     commands = root.add_subparsers(dest="command", required=True)
     p = commands.add_parser("export", help=export_command.__doc__)
@@ -105,9 +115,15 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("merge", help=merge_command.__doc__)
     p.add_argument("models", nargs="+", help="corl checkpoints or exported folders")
     p.add_argument("--out", required=True, help="output folder (an exported model)")
-    p.add_argument("--method", choices=["linear", "task_arithmetic"], default="linear")
-    p.add_argument("--weights", type=float, nargs="+", help="one per model (default: equal, summing to 1)")
-    p.add_argument("--base", help="for task_arithmetic: the model the runs started from")
+    p.add_argument("--method", choices=["gaussian", "linear", "task_arithmetic"], default="gaussian",
+                   help="gaussian: the paper's merge (Si et al. 2025; each tensor's deltas from --base averaged "
+                   "within mean +- width x std, kept whole outside); linear: a weighted average; task_arithmetic: "
+                   "--base plus the weighted deltas")
+    p.add_argument("--weights", type=float, nargs="+",
+                   help="linear and task_arithmetic: one per model (default: equal, summing to 1)")
+    p.add_argument("--base", help="gaussian and task_arithmetic: the model the runs started from")
+    p.add_argument("--width", type=float, default=2.0,
+                   help="gaussian: the band's half-width in standard deviations (the authors' 2)")
     p.set_defaults(run=merge_command)
     p = commands.add_parser("generate", help=generate_command.__doc__)
     p.add_argument("model", help="a corl checkpoint or an exported folder")
@@ -123,13 +139,14 @@ def parser() -> argparse.ArgumentParser:
     for sub in commands.choices.values():
         sub.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     add_evaluate_parser(commands)  # its model settings (dtype included) come from a config
+    add_prompt_parser(commands)
     return root
 
 
 def run(argv: Sequence[str]) -> None:
-    """Parse and run one sub-command; ``corl evaluate`` passes options it does not know to the config."""
+    """Parse and run one sub-command; ``corl evaluate`` and ``prompt`` pass options they do not know to the config."""
     args, overrides = parser().parse_known_args(list(argv))
-    if overrides and args.command != "evaluate":
+    if overrides and args.command not in ("evaluate", "prompt"):  # these two pass them to the config
         raise SystemExit(f"corl {args.command}: unrecognized arguments: {' '.join(overrides)}")
     args.overrides = overrides
     args.run(args)

@@ -1,4 +1,4 @@
-"""Weights after training: merge arithmetic, export round trip, the stage-1 -> stage-2 chain, generate."""
+"""Weights after training: compatibility checks, export round trip, the stage-1 -> stage-2 chain, generate."""
 
 import json
 import math
@@ -10,29 +10,14 @@ from PIL import Image
 from transformers import AutoProcessor, JanusForConditionalGeneration
 
 from corl.checkpoint_io import AtomicCheckpointIO
-from corl.checkpoints import check_compatible, linear_merge, read_checkpoint, task_arithmetic
+from corl.checkpoints import check_compatible, export, read_checkpoint
 from corl.cli import main
 from corl.data.datamodule import ExampleDataModule
+from corl.merging import gaussian_merge
 from corl.modules.corl_module import CoRLModule
 from corl.modules.lora import LoRA
 from corl.modules.rewards import ImageReward, TextReward
 from corl.modules.tiny import build_tiny_janus
-
-
-def test_linear_merge_by_hand():
-    a = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])}
-    b = {"w": torch.tensor([3.0, 6.0]), "b": torch.tensor([4.0])}
-    merged = linear_merge([a, b], [0.25, 0.75])
-    torch.testing.assert_close(merged["w"], torch.tensor([2.5, 5.0]))  # 0.25 * 1 + 0.75 * 3 = 2.5
-    torch.testing.assert_close(merged["b"], torch.tensor([3.0]))
-
-
-def test_task_arithmetic_by_hand():
-    base = {"w": torch.tensor([1.0, 1.0])}
-    mc = {"w": torch.tensor([2.0, 1.0])}  # task vector (1, 0)
-    oe = {"w": torch.tensor([1.0, 4.0])}  # task vector (0, 3)
-    merged = task_arithmetic(base, [mc, oe], [1.0, 0.5])
-    torch.testing.assert_close(merged["w"], torch.tensor([2.0, 2.5]))  # 1 + 1*1, 1 + 0.5*3
 
 
 def test_mismatched_models_are_refused():
@@ -186,10 +171,26 @@ def test_exported_folder_generates_with_transformers_generate(stage1, tmp_path):
 def test_merge_command_writes_a_loadable_average(stage1, tmp_path):
     ckpt, final = stage1
     main(["export", str(ckpt), str(tmp_path / "a")])
-    main(["merge", str(ckpt), str(tmp_path / "a"), "--out", str(tmp_path / "m"), "--weights", "0.5", "0.5"])
+    main(["merge", str(ckpt), str(tmp_path / "a"), "--out", str(tmp_path / "m"), "--method", "linear",
+          "--weights", "0.5", "0.5"])
     merged = JanusForConditionalGeneration.from_pretrained(tmp_path / "m")
     for k, v in merged.state_dict().items():
         torch.testing.assert_close(v, final[k])  # the average of two equal models is that model
+
+
+def test_merge_command_is_the_papers_gaussian_merge_from_the_runs_start(stage1, tmp_path):
+    ckpt, final = stage1
+    start = small(text_rewards=[TextReward("format")])  # the same architecture, other weights: the runs' start
+    export(start.policy.model, start.policy.processor, tmp_path / "start")
+    main(["export", str(ckpt), str(tmp_path / "a")])
+    with pytest.raises(SystemExit, match="needs --base"):
+        main(["merge", str(ckpt), str(tmp_path / "a"), "--out", str(tmp_path / "m")])
+    main(["merge", str(ckpt), str(tmp_path / "a"), "--base", str(tmp_path / "start"), "--out", str(tmp_path / "m")])
+    merged = JanusForConditionalGeneration.from_pretrained(tmp_path / "m").state_dict()
+    expected = gaussian_merge(start.policy.model.state_dict(), [final, final])
+    for k, v in merged.items():
+        torch.testing.assert_close(v, expected[k])
+    assert any(not torch.equal(merged[k], final[k]) for k in final), "outliers counted twice move off the models"
 
 
 def test_generate_writes_the_geneval_layout(stage1, tmp_path):
@@ -357,7 +358,8 @@ def test_a_lora_checkpoint_starts_the_next_stage_merged(lora_run, tmp_path):
     base = again.policy.model.state_dict()
     assert torch.equal(base["model.language_model.layers.0.mlp.up_proj.base_layer.weight"],
                        merged["model.language_model.layers.0.mlp.up_proj.weight"])
-    main(["merge", str(ckpt), str(ckpt), "--out", str(tmp_path / "m")])  # corl merge reads LoRA runs merged too
+    # corl merge reads LoRA runs merged too
+    main(["merge", str(ckpt), str(ckpt), "--out", str(tmp_path / "m"), "--method", "linear"])
     average = JanusForConditionalGeneration.from_pretrained(tmp_path / "m").state_dict()
     assert all(torch.allclose(v, merged[k]) for k, v in average.items())
 

@@ -37,19 +37,7 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
         janus, processor = build_tiny_janus(JANUS_PRO_1B if model == RANDOM_PRO_1B else None, seed=seed)
         check_processor(janus, processor, model)
         return janus.to(DTYPES[dtype]), processor
-    path = Path(model).expanduser()
-    local = (path / "config.json").is_file()
-    if not local and (path / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is a peft adapter folder (corl export --adapters-only), not a whole model: use the model its "
-            "adapters were trained on, or the merged export of the run (corl export without --adapters-only)"
-        )
-    if not local and (path.exists() or not _looks_like_hub_id(model)):
-        raise FileNotFoundError(
-            f"no Janus weights at {path} (config.json missing). Download them once, e.g. "
-            f"`hf download deepseek-community/Janus-Pro-1B --local-dir {path}`, then point model.model at that "
-            "folder; or use model: tiny for the embedded default."
-        )
+    path, local = _model_source(model)
     from transformers import AutoProcessor, JanusForConditionalGeneration
 
     source = str(path) if local else model
@@ -65,6 +53,40 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
         ) from err
     check_processor(janus, processor, source)
     return janus, processor
+
+
+def load_processor(model: str, seed: int = 0):
+    """``(JanusProcessor, image tokens per image)`` of ``model`` without loading its weights (``corl prompt``)."""
+    if model in (TINY, TINY_WARM, RANDOM_PRO_1B):
+        from corl.modules.tiny import JANUS_PRO_1B, JanusSizes, build_tiny_processor
+        from corl.warm.build import WARM_SIZES
+
+        sizes = {TINY: JanusSizes(), TINY_WARM: WARM_SIZES, RANDOM_PRO_1B: JANUS_PRO_1B}[model]
+        processor = build_tiny_processor(sizes)
+        return processor, processor.num_image_tokens
+    path, local = _model_source(model)
+    from transformers import AutoConfig, AutoProcessor
+
+    source = str(path) if local else model
+    return AutoProcessor.from_pretrained(source), AutoConfig.from_pretrained(source).vision_config.num_image_tokens
+
+
+def _model_source(model: str) -> tuple[Path, bool]:
+    """The folder ``model`` names and whether it holds a model; refused unless it does or names a hub id."""
+    path = Path(model).expanduser()
+    local = (path / "config.json").is_file()
+    if not local and (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is a peft adapter folder (corl export --adapters-only), not a whole model: use the model its "
+            "adapters were trained on, or the merged export of the run (corl export without --adapters-only)"
+        )
+    if not local and (path.exists() or not _looks_like_hub_id(model)):
+        raise FileNotFoundError(
+            f"no Janus weights at {path} (config.json missing). Download them once, e.g. "
+            f"`hf download deepseek-community/Janus-Pro-1B --local-dir {path}`, then point model.model at that "
+            "folder; or use model: tiny for the embedded default."
+        )
+    return path, local
 
 
 def _looks_like_hub_id(name: str) -> bool:

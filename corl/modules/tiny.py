@@ -211,14 +211,20 @@ def build_tiny_janus(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     boi = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["boi_token"])
     model.generation_config.generation_kwargs = {"boi_token_id": boi}
+    return model, build_tiny_processor(sizes, tokenizer)
+
+
+def build_tiny_processor(sizes: JanusSizes | None = None, tokenizer: PreTrainedTokenizerFast | None = None,
+                         ) -> JanusProcessor:
+    """The processor of a tiny Janus of ``sizes``: Janus-Pro's layout, the tiny tokenizer, no weights needed."""
+    sizes = sizes or JanusSizes()
     image_processor = JanusImageProcessor(
         size={"height": sizes.image_size, "width": sizes.image_size},
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
         do_convert_rgb=True,
     )
-    processor = JanusProcessor(
-        image_processor, tokenizer, chat_template=CHAT_TEMPLATE, use_default_system_prompt=True,
-        num_image_tokens=grid * grid,
+    return JanusProcessor(
+        image_processor, tokenizer or build_tiny_tokenizer(), chat_template=CHAT_TEMPLATE,
+        use_default_system_prompt=True, num_image_tokens=(sizes.image_size // sizes.patch_size) ** 2,
     )
-    return model, processor
