@@ -1,5 +1,6 @@
 """The ``corl`` CLI: every shipped YAML parses, the demo config trains and writes TensorBoard events."""
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ CONFIGS = sorted(set(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml
 SFT_CONFIGS = [c for c in CONFIGS if c.name == "sft.yaml"]  # corl sft: the SFT module
 RL_CONFIGS = [c for c in CONFIGS if c not in SFT_CONFIGS]
 STAGES = [c for c in RL_CONFIGS if c.parent.name == "configs"]
+PAPER = [c for c in CONFIGS if c.parent.name != "demo"]  # the paper's stages, its Cold-SFT and its pilot study
+PILOT = [c for c in CONFIGS if c.parent.name == "pilot"]
 
 
 class ParseOnly(LightningCLI):
@@ -50,6 +53,45 @@ def test_fsdp_add_on_parses_over_every_stage(stage):
     assert cli.config.trainer.precision == "bf16-mixed"
     assert cli.config.model.activation_checkpointing and cli.config.model.sharding.param_dtype == "bfloat16"
     assert cli.config.model.image_rewards or cli.config.model.text_rewards  # the stage's own settings stay
+
+
+def parse(config):
+    module = SFTModule if config in SFT_CONFIGS else CoRLModule
+    return ParseOnly(module, ExampleDataModule, args=["-c", str(config)], run=False,
+                     auto_configure_optimizers=False).config
+
+
+@pytest.mark.parametrize("config", PAPER, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_paper_configs_read_the_authors_layout_and_average_per_output(config):
+    model = parse(config).model
+    assert model.system_prompt == "none" and model.instruction == "authors"  # as the authors trained
+    if config not in SFT_CONFIGS:
+        assert model.aggregation == "sequence"  # Eq. 2 / 6: each output's token mean, then the mean over outputs
+    assert "\n  system_prompt: none\n" in config.read_text()  # said in the file, not left to a default
+
+
+def test_the_default_aggregation_and_prompt_layout_are_the_papers():
+    settings = inspect.signature(CoRLModule).parameters
+    assert settings["aggregation"].default == "sequence"
+    assert settings["system_prompt"].default == "none" and settings["instruction"].default == "authors"
+
+
+@pytest.mark.parametrize("config", PILOT, ids=lambda p: p.name)
+def test_pilot_configs_reward_images_with_clip_on_x2x_rft_16k(config):
+    cfg = parse(config)
+    assert cfg.data.source.endswith("x2x_rft_16k") and cfg.data.kind == "triplet"
+    assert [r.class_path for r in cfg.model.image_rewards or []] in ([], ["corl.modules.rewards.ClipScoreReward"])
+    assert {p.stem for p in PILOT} == {"sep_t2i", "sep_mm2t", "cycle", "unified"}  # the four paradigms
+
+
+def test_make_merges_as_the_paper_does():
+    root = Path(__file__).resolve().parents[1]
+    plan = subprocess.run(["make", "-n", "stage2", "pilot", "demo-mm2t"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.replace("\\\n", " ")
+    merges = [line.split() for line in plan.splitlines() if " merge " in line]
+    assert len(merges) == 3  # MC + OE (stage 2 and the demo), and the pilot's RL-Merging
+    for words in merges:
+        assert words[words.index("--method") + 1] == "gaussian" and "--base" in words
 
 
 def test_configs_exist():
