@@ -330,7 +330,8 @@ class CoRLModule(L.LightningModule):
         update_stats = self.update(rollout, advantages, rewards)
         update_time = time.perf_counter() - timer
 
-        stats = {**reward_stats(rewards, advantages), **update_stats, **rollout.stats(), **dynamic}
+        stats = {**reward_stats(rewards, advantages), **update_stats, **rollout.stats(), **dynamic,
+                 **self.policy.decode_stats()}
         stats.update({
             "time/rollout": rollout_time,
             "time/rewards": reward_time,

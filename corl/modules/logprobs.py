@@ -24,11 +24,18 @@ def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) 
 
 
 def sample_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Multinomial sample at ``temperature``; greedy when it is 0."""
+    """A sample of softmax(logits / T) (greedy when T is 0), without waiting for the device.
+
+    ``argmax(p / E)`` with E ~ Exponential(1) per entry draws from ``p`` exactly (the exponential race;
+    the Gumbel-max trick in another form), and unlike ``torch.multinomial`` it needs no sync of the host
+    with the device. E is ``-log(U)`` with U uniform in [0, 1): U = 0 gives E = inf, which only
+    excludes that entry (never forces it), with probability 2^-24 per entry.
+    """
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1).squeeze(-1)
+    race = torch.rand_like(probs).log_().neg_()  # Exponential(1)
+    return (probs / race).argmax(-1)
 
 
 def entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -200,8 +200,19 @@ class JanusPolicy(nn.Module):
         key = (task, mode)
         if key not in self._decode_loops:
             logits_fn = self._image_step_logits if task == "image" else self._text_step_logits
-            self._decode_loops[key] = DecodeLoop(self.llm, logits_fn, mode)
+            self._decode_loops[key] = DecodeLoop(self.llm, logits_fn, mode, name=task)
         return self._decode_loops[key]
+
+    def decode_stats(self) -> dict[str, float]:
+        """What the decode loops did since the last call (``decode/*``: captured share, compiles, fallbacks)."""
+        taken = [loop.stats.take() for loop in self._decode_loops.values()]
+        steps = sum(t.captured_steps + t.eager_steps for t in taken)
+        return {
+            "decode/captured_fraction": sum(t.captured_steps for t in taken) / steps if steps else 0.0,
+            "decode/compiled_shapes": float(sum(t.compiled_shapes for t in taken)),
+            "decode/fallbacks": float(sum(t.fallbacks for t in taken)),
+            "decode/restarts": float(sum(t.restarts for t in taken)),
+        }
 
     def _image_step_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[2R, D]`` (conditional; unconditional rows) -> conditional and guided logits ``[2R, V]``."""
@@ -255,16 +266,13 @@ class JanusPolicy(nn.Module):
         tokens = ids.new_zeros(r, n)
         sample_logps = torch.zeros(r, n, device=ids.device)
         cond_logps = torch.zeros_like(sample_logps)
-        step = 0
 
-        def next_fn(logits: torch.Tensor) -> tuple[torch.Tensor, None]:
-            nonlocal step
+        def next_fn(logits: torch.Tensor, step: int) -> tuple[torch.Tensor, None]:
             cond, guided = logits[:r], logits[r:]
             token = sample_from_logits(guided, self.image_temperature)
             tokens[:, step] = token
             sample_logps[:, step] = token_logps(guided, token, self.image_temperature)
             cond_logps[:, step] = token_logps(cond, token, self.image_temperature)
-            step += 1
             return self._embed_image_tokens(token.repeat(2)).unsqueeze(1), None
 
         # Rows [conditional; unconditional]: the unconditional prompts are prefilled after the conditional ones.
@@ -393,17 +401,17 @@ class JanusPolicy(nn.Module):
         logps = torch.zeros(rows, limit, device=ids.device)
         finished = torch.zeros(rows, dtype=torch.bool, device=ids.device)
         valid = torch.zeros(rows, limit, dtype=torch.bool, device=ids.device)
-        step = 0
 
-        def next_fn(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            nonlocal step
+        def next_fn(logits: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            if step == 0:  # a rollout started again from its prefill (``DecodeLoop``) overwrites what it had
+                finished.zero_()
+                valid.zero_()
             token = sample_from_logits(logits, temperature)
             token = torch.where(finished, torch.full_like(token, pad), token)
             valid[:, step] = ~finished
             completion[:, step] = token
             logps[:, step] = token_logps(logits, token, self.text_temperature)
             finished.logical_or_(token == eos)
-            step += 1
             return self.llm.get_input_embeddings()(token).unsqueeze(1), finished
 
         embeds = self._embed_prompt(prompt_ids[prefilled], image_embeds[prefilled])

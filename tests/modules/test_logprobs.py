@@ -52,3 +52,26 @@ def test_without_autograd_chunks_are_not_recomputed():
     with torch.no_grad():
         chunked_token_logps(hidden, torch.zeros(2, 6, dtype=torch.long), logits, 1.0, chunk_tokens=4)
     assert len(calls) == 3  # 2 positions x 2 rows per chunk
+
+
+def test_sampling_draws_the_softmax_distribution_and_greedy_at_zero():
+    from corl.modules.logprobs import sample_from_logits
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(200_000, 1)
+    torch.manual_seed(0)
+    tokens = sample_from_logits(logits, temperature=0.7)
+    freq = torch.bincount(tokens, minlength=5).float() / len(tokens)
+    expected = torch.softmax(logits[0] / 0.7, -1)  # (0.749, 0.179, 0.043, 0.010, 0.000)
+    # 200k draws: the standard error of each share is at most sqrt(0.25 / 2e5) = 0.0011
+    torch.testing.assert_close(freq, expected, atol=0.005, rtol=0)
+    assert freq[4] == 0  # a probability of e^-43 is never drawn
+    assert torch.equal(sample_from_logits(logits[:3], 0.0), torch.zeros(3, dtype=torch.long))
+
+
+def test_sampling_needs_no_host_sync():
+    # torch.multinomial copies to the host (a sync per token on a GPU); the exponential race is pure tensor ops.
+    from corl.modules.logprobs import sample_from_logits
+
+    with torch.autograd.profiler.profile() as prof:
+        sample_from_logits(torch.randn(4, 100), 1.0)
+    assert not any("multinomial" in event.name for event in prof.function_events)
