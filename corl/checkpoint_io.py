@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 PARTIAL = ".partial"  # suffix of a checkpoint being written
@@ -29,16 +30,25 @@ def is_local(path: str | os.PathLike) -> bool:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch checkpoint writer, writing ``<name>.partial`` first and renaming it into place."""
+    """Lightning's torch checkpoint writer, streaming to ``<name>.partial`` and renaming it into place.
+
+    Lightning's own writer serialises the whole checkpoint into an in-memory buffer (and copies that once
+    more) before it writes the file: two extra copies of the checkpoint in host memory, about 17 GB for
+    Janus-Pro-1B with AdamW. ``torch.save`` to the open file writes each tensor as it goes instead.
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        """Write the whole file beside ``path``, flush it to disk, then rename it over ``path``."""
+        """Stream the checkpoint into a file beside ``path``, flush it to disk, then rename it over ``path``."""
         if not is_local(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options for local files")
         final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
         partial = _beside(final, PARTIAL)
-        super().save_checkpoint(checkpoint, partial, storage_options)
-        with open(partial, "rb") as handle:
+        with open(partial, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, final)
 

@@ -13,26 +13,50 @@ from corl.checkpoint_io import AtomicCheckpointIO, complete_checkpoint, replace_
 from corl.strategies import FullyShardedStrategy
 
 KILL_MID_WRITE = """
-import os, signal, sys, torch
+import io, os, signal, sys, torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from corl.checkpoint_io import AtomicCheckpointIO
 
 path = sys.argv[1]
 writer = AtomicCheckpointIO() if sys.argv[2] == "atomic" else TorchCheckpointIO()
 writer.save_checkpoint({"step": 1, "weights": torch.arange(100_000.0)}, path)
+real_save = torch.save
 
-def half_then_die(self, checkpoint, target, storage_options=None):
-    # The process dies with half of the new checkpoint's bytes written to wherever it was writing.
-    import io
+def bytes_of(checkpoint):
     buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    with open(target, "wb") as handle:
-        handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-        handle.flush()
+    real_save(checkpoint, buffer)
+    return buffer.getvalue()
+
+def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-TorchCheckpointIO.save_checkpoint = half_then_die
+# The process dies with half of the new checkpoint's bytes written to wherever it was writing them.
+if sys.argv[2] == "atomic":  # corl's writer streams into the open file
+    def half_then_die(checkpoint, handle, *args, **kwargs):
+        handle.write(bytes_of(checkpoint)[: len(bytes_of(checkpoint)) // 2])
+        handle.flush()
+        die()
+    torch.save = half_then_die
+else:  # Lightning's writes its buffer to the target
+    def half_then_die(self, checkpoint, target, storage_options=None):
+        with open(target, "wb") as handle:
+            handle.write(bytes_of(checkpoint)[: len(bytes_of(checkpoint)) // 2])
+            handle.flush()
+        die()
+    TorchCheckpointIO.save_checkpoint = half_then_die
 writer.save_checkpoint({"step": 2, "weights": torch.zeros(100_000)}, path)
+"""
+
+SAVE_PEAK = """
+import resource, sys, torch
+from corl.checkpoint_io import AtomicCheckpointIO
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+writer = AtomicCheckpointIO() if sys.argv[2] == "atomic" else TorchCheckpointIO()
+checkpoint = {"state_dict": {f"w{i}": torch.ones(2**24) for i in range(6)}}  # 6 x 64 MiB, touched
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+writer.save_checkpoint(checkpoint, sys.argv[1])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)  # Linux reports KiB
 """
 
 
@@ -53,6 +77,21 @@ def test_lightnings_plain_writer_would_leave_a_truncated_file(tmp_path):
     assert kill_while_writing(path, "plain") == -9
     with pytest.raises(Exception):  # noqa: B017 - any unpickling error
         torch.load(path, weights_only=True)
+
+
+def extra_memory_of_a_save(path: Path, writer: str) -> int:
+    out = subprocess.run([sys.executable, "-c", SAVE_PEAK, str(path), writer], timeout=300, capture_output=True,
+                         text=True, check=True).stdout
+    return int(out.split()[-1])
+
+
+def test_a_save_streams_to_the_file_without_a_copy_in_memory(tmp_path):
+    size = 6 * 2**26  # the checkpoint's 384 MiB of tensors
+    extra = extra_memory_of_a_save(tmp_path / "last.ckpt", "atomic")
+    assert extra < size // 10, f"the save held {extra / 2**20:.0f} MiB more than the checkpoint"
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]["w5"].sum() == 2**24
+    # Lightning's own writer holds the whole checkpoint in memory first (and a copy of it): what corl avoids.
+    assert extra_memory_of_a_save(tmp_path / "plain.ckpt", "plain") > size // 2
 
 
 def test_atomic_writer_replaces_a_complete_file(tmp_path):
