@@ -65,6 +65,11 @@ class CoRLModule(L.LightningModule):
         decode: the rollout's one-token decode step: ``captured`` (a CUDA graph captured once per
             rollout shape and replayed), ``eager``, or ``auto`` (captured on CUDA, eager elsewhere).
             Each prompt is prefilled once and its KV cache copied to the G rows of its group.
+        decode_weights: what rollouts decode from: ``auto``, a plain copy of the LLM and text head with their
+            matrices in the compute dtype under mixed precision (bf16-mixed: each decode step would otherwise
+            cast every float32 weight again) or FSDP (its hooks split the captured step), refreshed before
+            every rollout (memory: the matrices once more, ~2.6 GB for Janus-Pro-1B; not with LoRA);
+            ``trained``, the trained modules themselves.
         old_logps: pi_old: ``rollout``, the log-probs the tokens were sampled with, or ``replay``, the
             training forward's before the first pass (one extra forward without gradients). In bf16,
             cached decoding and the teacher-forced forward round differently and CFG amplifies the gap;
@@ -139,6 +144,7 @@ class CoRLModule(L.LightningModule):
         image_logprob_mode: ImageLogprobMode = "cfg",
         logprob_chunk_tokens: int = 1024,
         decode: DecodeMode = "auto",
+        decode_weights: Literal["auto", "trained"] = "auto",
         old_logps: Literal["rollout", "replay"] = "rollout",
         image_rewards: list[ImageReward] | None = None,
         text_rewards: list[TextReward] | None = None,
@@ -196,6 +202,7 @@ class CoRLModule(L.LightningModule):
             image_logprob_mode=image_logprob_mode,
             logprob_chunk_tokens=logprob_chunk_tokens,
             decode=decode,
+            decode_weights=decode_weights,
             lora=lora,
             system_prompt=system_prompt,
             instruction=instruction,

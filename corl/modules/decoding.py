@@ -6,10 +6,11 @@ Rollouts are decode-bound: hundreds of one-token steps, each reading all the LLM
   samples of a group, and for images the conditional and unconditional halves), instead of running
   the same prompt G times;
 - the one-token step (LLM forward with the static cache, then the head, the CFG mix and the
-  temperature) has static shapes. Prompts are left-padded to a prompt capacity that only grows, a
-  bucket (``BUCKET`` tokens) at a time, so a rollout's shape is (rows, capacity + steps) and a run
-  meets a handful of them whatever its prompt lengths. Each shape has one KV cache, attention mask and
-  position buffer, allocated once and reset for every rollout that has that shape. On CUDA the step can
+  temperature) has static shapes. When it is captured, prompts are left-padded to a prompt capacity that
+  only grows, a bucket (``BUCKET`` tokens) at a time, so a rollout's shape is (rows, capacity + steps)
+  and a run meets a handful of them whatever its prompt lengths; each shape has one KV cache, attention
+  mask and position buffer, allocated once and reset for every rollout that has that shape (they stay
+  allocated through the update: the captured graph reads their addresses). On CUDA the step can
   be captured once per shape and replayed (``captured``: ``torch.compile`` with CUDA graphs), which
   removes the kernel-launch and Python overhead that bounds an eager loop; elsewhere it runs eagerly.
   Sampling stays outside the captured region.
@@ -122,8 +123,8 @@ class _ShapeBuffers:
         """Start a rollout: each row's prompt keys and values, mask and next position; the rest zero."""
         self.cache.reset()
         for layer, prompt in zip(self.cache.layers, prompts.layers, strict=True):
-            layer.keys[:, :, :capacity].copy_(prompt.keys.index_select(0, rows))
-            layer.values[:, :, :capacity].copy_(prompt.values.index_select(0, rows))
+            layer.keys[:, :, :capacity].copy_(prompt.keys[:, :, :capacity].index_select(0, rows))
+            layer.values[:, :, :capacity].copy_(prompt.values[:, :, :capacity].index_select(0, rows))
             layer.cumulative_length.fill_(capacity)
         self.mask.zero_()
         self.mask[:, :capacity] = mask[rows]
@@ -157,6 +158,17 @@ class DecodeLoop:
         compiler = compiler or (lambda fn: torch.compile(fn, mode="reduce-overhead", fullgraph=False, dynamic=False))
         self._compiled = compiler(step)
 
+    def reserve(self, length: int) -> int:
+        """The prompt positions a rollout of prompts of ``length`` tokens decodes with.
+
+        Captured: the capacity, grown a bucket at a time where ``length`` needs more. Eager decoding compiles
+        nothing, so it reserves ``length`` itself and keeps no buffers between rollouts.
+        """
+        if self.mode != "captured":
+            return length
+        self.capacity = prompt_capacity(length, self.capacity)
+        return self.capacity
+
     @torch.no_grad()
     def run(self, embeds: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, steps: int, next_fn: NextFn,
             check_every: int = 8) -> None:
@@ -172,8 +184,7 @@ class DecodeLoop:
                 samples and records the tokens itself, by index, so a restarted rollout overwrites them.
             check_every: finishing is checked every this many steps only: each check waits for the device.
         """
-        self.capacity = prompt_capacity(mask.shape[1], self.capacity)
-        pad = self.capacity - mask.shape[1]
+        pad = self.reserve(mask.shape[1]) - mask.shape[1]
         embeds, mask = F.pad(embeds, (0, 0, pad, 0)), F.pad(mask, (pad, 0))  # left: the prompts stay at the end
         while True:
             try:
@@ -183,13 +194,15 @@ class DecodeLoop:
 
     def _decode(self, embeds: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, steps: int, next_fn: NextFn,
                 check_every: int) -> None:
-        prompts, hidden = self._prefill(embeds, mask)
+        capacity = mask.shape[1]
+        prompts, hidden = self._prefill(embeds, mask, steps)
         first = prompts.layers[0]
-        key = (len(rows), self.capacity, steps, first.keys.dtype, first.values.dtype)
-        if key not in self._shapes:
-            self._shapes[key] = _ShapeBuffers(self.llm, len(rows), self.capacity, steps, prompts)
-        buffers = self._active = self._shapes[key]
-        buffers.fill(prompts, rows, mask, self.capacity)
+        key = (len(rows), capacity, steps, first.keys.dtype, first.values.dtype)
+        buffers = self._shapes.get(key) or _ShapeBuffers(self.llm, len(rows), capacity, steps, prompts)
+        if self.mode == "captured":  # kept for the next rollout of this shape: the graph reads its addresses
+            self._shapes[key] = buffers
+        self._active = buffers
+        buffers.fill(prompts, rows, mask, capacity)
         del prompts
         logits = self.logits_fn(hidden[rows])
         try:
@@ -197,15 +210,20 @@ class DecodeLoop:
                 next_embeds, done = next_fn(logits, index)
                 if index == steps - 1 or (done is not None and index % check_every == 0 and bool(done.all())):
                     break
-                buffers.mask[:, self.capacity + index] = 1
+                buffers.mask[:, capacity + index] = 1
                 buffers.positions += 1
                 logits = self._step(key, next_embeds)
         finally:
             self._active = None  # nothing of the rollout is held through the update but the reused buffers
 
-    def _prefill(self, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[StaticCache, torch.Tensor]:
-        """The distinct prompts run once, into a cache of their own; their last hidden states ``[P, D]``."""
-        prompts = StaticCache(config=self.llm.config, max_cache_len=self.capacity)
+    def _prefill(self, embeds: torch.Tensor, mask: torch.Tensor, steps: int) -> tuple[StaticCache, torch.Tensor]:
+        """The distinct prompts run once, into a cache of their own; their last hidden states ``[P, D]``.
+
+        That cache has the decode cache's length: the prefill then reads the keys through the same
+        static-cache attention path as the decode steps and the training forward agree with (in bfloat16
+        another path rounds differently).
+        """
+        prompts = StaticCache(config=self.llm.config, max_cache_len=mask.shape[1] + steps)
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask),
                        use_cache=True, **{self.keyword: prompts})
         return prompts, out.last_hidden_state[:, -1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from typing import Literal
 
 import torch
@@ -22,12 +23,14 @@ from torch import nn
 
 from corl.data.images import photo_pixels
 from corl.data.templates import Instruction
+from corl.modules.decode_weights import DecodeWeights, full
 from corl.modules.decoding import DecodeLoop, DecodeMode, positions_from_mask, resolve_mode
 from corl.modules.logprobs import chunked_token_logps, sample_from_logits, token_logps
 from corl.modules.lora import AdaptersOff, LoRA, add_adapters
 from corl.modules.packing import Packing, pack_rows, packed_inputs, packed_mask, packed_positions, unpacked_states
 from corl.modules.prompts import JanusPrompts, span_mask
 from corl.modules.rollout import ImageRollout, TextRollout
+from corl.modules.sharding import fsdp_units
 
 ImageLogprobMode = Literal["conditional", "cfg"]
 
@@ -76,6 +79,9 @@ class JanusPolicy(nn.Module):
             (the CoRL authors' layout), ``default`` (the processor's) or a text (``JanusPrompts``).
         instruction: the answer-format instruction put around bare questions: ``authors``, ``poster``,
             ``none`` or ``{MC: template, OE: template}``; questions that ask for ``<answer>`` tags stay verbatim.
+        decode_weights: ``auto`` decodes from a plain copy of the LLM with its matrices in the compute dtype
+            under mixed precision or FSDP (``corl.modules.decode_weights``); ``trained`` from the trained
+            modules themselves.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class JanusPolicy(nn.Module):
         lora: LoRA | None = None,
         system_prompt: str = "none",
         instruction: Instruction = "authors",
+        decode_weights: Literal["auto", "trained"] = "auto",
     ) -> None:
         super().__init__()
         if image_logprob_mode not in ("conditional", "cfg"):
@@ -109,7 +116,11 @@ class JanusPolicy(nn.Module):
         self.image_logprob_mode = image_logprob_mode
         self.logprob_chunk_tokens = logprob_chunk_tokens
         self.decode, self.prefill_once, self.pack_groups = decode, prefill_once, pack_groups
-        self._decode_loops: dict[tuple[str, str], DecodeLoop] = {}
+        self._decode_loops: dict[tuple, DecodeLoop] = {}
+        if decode_weights not in ("auto", "trained"):
+            raise ValueError(f"decode_weights must be 'auto' or 'trained', got {decode_weights!r}")
+        self.decode_weights = decode_weights
+        self._decode_copies: dict[torch.dtype, DecodeWeights] = {}  # a plain dict: not the policy's weights
         resolve_mode(decode, torch.device("cuda"))  # refuses an unknown mode now, not at the first rollout
         self.prompts = JanusPrompts(processor, self.num_image_tokens, system_prompt, instruction)
         # Only the LLM (with its text head) learns, or only the adapters on it; vision tower, aligners,
@@ -197,11 +208,45 @@ class JanusPolicy(nn.Module):
     def _decode_loop(self, task: str) -> DecodeLoop:
         """The task's decode loop, kept across rollouts so a captured step is compiled once per shape."""
         mode = resolve_mode(self.decode, self.device)
-        key = (task, mode)
+        copy = self._decode_copy()
+        key = (task, mode, copy.dtype if copy is not None else None)
         if key not in self._decode_loops:
-            logits_fn = self._image_step_logits if task == "image" else self._text_step_logits
-            self._decode_loops[key] = DecodeLoop(self.llm, logits_fn, mode, name=task)
+            llm, head = (copy.llm, copy.lm_head) if copy is not None else (self.llm, self.model.lm_head)
+            logits_fn = self._image_step_logits if task == "image" else partial(self._text_step_logits, head)
+            self._decode_loops[key] = DecodeLoop(llm, logits_fn, mode, name=task)
         return self._decode_loops[key]
+
+    def _to_capacity(self, loop: DecodeLoop, ids: torch.Tensor, mask: torch.Tensor,
+                     *more_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Prompts left-padded to the loop's prompt capacity, as it decodes them.
+
+        The rollout records them so: the training forward then reads the same padding as the decode
+        (in bfloat16 another amount of padding rounds the log-probs differently).
+        """
+        pad = loop.reserve(ids.shape[1]) - ids.shape[1]
+        pad_id = self.tokenizer.pad_token_id
+        return (F.pad(ids, (pad, 0), value=pad_id), F.pad(mask, (pad, 0)),
+                *(F.pad(more, (pad, 0), value=pad_id) for more in more_ids))
+
+    def _decode_copy(self) -> DecodeWeights | None:
+        """The plain copy rollouts decode with, refreshed; None where they decode from the trained modules.
+
+        With ``decode_weights: auto`` the copy is made under mixed precision (autocast to a dtype narrower
+        than the weights) and under FSDP, for a model without LoRA (``corl.modules.decode_weights``).
+        """
+        if self.decode_weights != "auto" or self.lora is not None:
+            return None
+        device_type, weight = self.device.type, self.model.lm_head.weight
+        narrower = torch.is_autocast_enabled(device_type) and (
+            torch.get_autocast_dtype(device_type).itemsize < weight.dtype.itemsize)
+        if not narrower and not fsdp_units(self.llm):
+            return None
+        dtype = torch.get_autocast_dtype(device_type) if narrower else full(weight).dtype
+        if dtype not in self._decode_copies:
+            self._decode_copies[dtype] = DecodeWeights(self.llm, self.model.lm_head, dtype)
+        else:
+            self._decode_copies[dtype].refresh(self.llm, self.model.lm_head)
+        return self._decode_copies[dtype]
 
     def decode_stats(self) -> dict[str, float]:
         """What the decode loops did since the last call (``decode/*``: captured share, compiles, fallbacks)."""
@@ -219,9 +264,10 @@ class JanusPolicy(nn.Module):
         cond, uncond = self.model.model.generation_head(hidden).float().chunk(2)
         return torch.cat([cond, self._guided(cond, uncond)])
 
-    def _text_step_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _text_step_logits(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         """``[R, D]`` -> the text head's logits ``[R, V]``."""
-        return self.model.lm_head(hidden).float()
+        return head(hidden).float()
 
     def _prompt_rows(self, prompts: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(example [R], prefilled [P], continues [R])`` for ``R = prompts * G`` decoded rows.
@@ -259,7 +305,8 @@ class JanusPolicy(nn.Module):
 
         Each conditional and each unconditional prompt is prefilled once (``prefill_once``).
         """
-        prompt_ids, prompt_mask, prompt_uncond = self.generation_prompts(prompts)
+        loop = self._decode_loop("image")
+        prompt_ids, prompt_mask, prompt_uncond = self._to_capacity(loop, *self.generation_prompts(prompts))
         rows, prefilled, continues = self._prompt_rows(len(prompts), group_size)
         ids, mask, uncond = prompt_ids[rows], prompt_mask[rows], prompt_uncond[rows]
         r, n = ids.shape[0], self.num_image_tokens
@@ -279,7 +326,7 @@ class JanusPolicy(nn.Module):
         both_ids = torch.cat([prompt_ids[prefilled], prompt_uncond[prefilled]])
         both_mask = torch.cat([prompt_mask[prefilled], prompt_mask[prefilled]])
         both_rows = torch.cat([continues, continues + len(prefilled)])
-        self._decode_loop("image").run(self._embed_prompt(both_ids, None), both_mask, both_rows, n, next_fn)
+        loop.run(self._embed_prompt(both_ids, None), both_mask, both_rows, n, next_fn)
         old = sample_logps if self.image_logprob_mode == "cfg" else cond_logps
         return ImageRollout(ids, mask, uncond, tokens, old, self.decode_images(tokens))
 
@@ -393,6 +440,8 @@ class JanusPolicy(nn.Module):
         uses outside RL (greedy captions), since the log-probs are always at the policy's temperature.
         """
         temperature = self.text_temperature if temperature is None else temperature
+        loop = self._decode_loop("text")
+        prompt_ids, prompt_mask = self._to_capacity(loop, prompt_ids, prompt_mask)
         example_index, prefilled, continues = self._prompt_rows(prompt_ids.shape[0], group_size)
         ids, mask = prompt_ids[example_index], prompt_mask[example_index]
         rows, limit = ids.shape[0], max_tokens or self.max_completion_tokens
@@ -415,7 +464,7 @@ class JanusPolicy(nn.Module):
             return self.llm.get_input_embeddings()(token).unsqueeze(1), finished
 
         embeds = self._embed_prompt(prompt_ids[prefilled], image_embeds[prefilled])
-        self._decode_loop("text").run(embeds, prompt_mask[prefilled], continues, limit, next_fn)
+        loop.run(embeds, prompt_mask[prefilled], continues, limit, next_fn)
         used = int(valid.sum(1).max().item()) if valid.any() else 1
         completion, valid, logps = completion[:, :used], valid[:, :used], logps[:, :used]
         texts = self.tokenizer.batch_decode(completion.masked_fill(~valid, pad), skip_special_tokens=True)

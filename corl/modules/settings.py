@@ -16,6 +16,7 @@ CHOICES = {
     "image_logprob_mode": ("cfg", "conditional"),
     "lr_schedule": ("constant", "cosine"),
     "decode": ("auto", "eager", "captured"),
+    "decode_weights": ("auto", "trained"),
     "old_logps": ("rollout", "replay"),
 }
 AT_LEAST_ONE = ("group_size", "micro_batch_size", "mu", "max_completion_tokens", "logprob_chunk_tokens")

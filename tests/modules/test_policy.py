@@ -136,3 +136,37 @@ def test_logprobs_consistent_under_bf16_autocast(tiny_policy, scenes):
         rollout = policy.sample_images([s.prompt for s in scenes[:2]], group_size=2)
         recomputed = policy.image_logprobs(rollout)
     assert (recomputed - rollout.old_logps).abs().max() < 0.05
+
+
+def test_under_mixed_precision_rollouts_decode_from_a_copy_in_the_compute_dtype(tiny_policy, scenes):
+    # fp32 masters under bf16 autocast: a decode step would cast every matrix again; the copy holds them in bf16.
+    policy = tiny_policy(image_logprob_mode="cfg")
+    calls = {"trained": 0}
+    policy.llm.register_forward_hook(lambda *args: calls.__setitem__("trained", calls["trained"] + 1))
+    prompts = [s.prompt for s in scenes[:2]]
+    policy.sample_images(prompts, group_size=2)
+    assert calls["trained"] > 0 and not policy._decode_copies  # full precision: no copy
+    calls["trained"] = 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rollout = policy.sample_images(prompts, group_size=2)
+        assert calls["trained"] == 0, "the rollout decoded from the trained fp32 modules"
+        copy = policy._decode_copies[torch.bfloat16]
+        assert copy.lm_head.weight.dtype == torch.bfloat16 and copy.llm.norm.weight.dtype == torch.float32
+        assert copy.llm.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+        recomputed = policy.image_logprobs(rollout)  # the training forward: fp32 masters under autocast
+    assert (recomputed - rollout.old_logps).abs().max() < 0.05
+    with torch.no_grad():  # an optimiser step changes the weights in place
+        policy.model.lm_head.weight.mul_(1.5)
+        policy.llm.layers[0].mlp.up_proj.weight.add_(0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ids, mask, embeds, _ = policy.understanding_prompts(
+            [s.qa_problem for s in scenes[:2]], [s.qa_type for s in scenes[:2]], [s.real_image for s in scenes[:2]])
+        answers = policy.sample_texts(ids, mask, embeds, 2)
+        recomputed = policy.text_logprobs(answers)
+    assert policy._decode_copies[torch.bfloat16] is copy  # one copy, refreshed
+    assert torch.equal(copy.lm_head.weight, policy.model.lm_head.weight.to(torch.bfloat16))
+    assert torch.equal(copy.llm.layers[0].mlp.up_proj.weight, policy.llm.layers[0].mlp.up_proj.weight.bfloat16())
+    assert (recomputed - answers.old_logps).abs().max() < 0.05
+    assert not any(name.startswith("_decode") for name, _ in policy.named_modules()), "not part of the weights"
+    with pytest.raises(ValueError, match="decode_weights"):
+        tiny_policy(decode_weights="bf16")
