@@ -6,7 +6,7 @@ MODEL ?= checkpoints/Janus-Pro-1B
 DATA ?= data/x2x_rft_22k
 LOGDIR ?= runs
 
-.PHONY: install test lint warm demo demo-t2i demo-mm2t stage1 stage2 pilot tensorboard bench spice clean
+.PHONY: install test test-compat wheelhouse install-offline lint warm demo demo-t2i demo-mm2t stage1 stage2 pilot tensorboard bench spice clean
 
 $(BIN)/corl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,24 @@ install: $(BIN)/corl  ## create .venv and install corl (editable) with its test 
 test: install  ## the whole test suite (CPU, a few minutes)
 	$(BIN)/ruff check corl tests benchmarks scripts
 	$(BIN)/python -m pytest -q
+
+# The lowest supported transformers (what clusters ship), beside the pinned newest: a renamed keyword in
+# transformers must never again silently break decoding (pyproject.toml states the range).
+TRANSFORMERS_LOWEST ?= 5.17.0
+COMPAT := .venv-compat
+COMPAT_TESTS = tests/modules/test_decoding.py tests/modules/test_policy.py tests/modules/test_logprobs.py \
+	tests/modules/test_lora.py tests/modules/test_packing.py tests/test_versions.py \
+	tests/test_cli.py::test_demo_config_trains_and_logs_to_tensorboard
+
+$(COMPAT)/bin/corl: pyproject.toml
+	$(PY) -m venv $(COMPAT)
+	$(COMPAT)/bin/pip install --quiet --upgrade pip
+	$(COMPAT)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(COMPAT)/bin/pip install --quiet -e ".[test]" "transformers==$(TRANSFORMERS_LOWEST)"
+	touch $@
+
+test-compat: $(COMPAT)/bin/corl  ## decoding, log-prob consistency and a demo step on the lowest supported transformers
+	$(COMPAT)/bin/python -m pytest -q $(COMPAT_TESTS)
 
 lint: install
 	$(BIN)/ruff check corl tests benchmarks scripts
@@ -92,6 +110,17 @@ pilot: install  ## the pilot study's paradigms: RL-Sep (both tasks), RL-Merging,
 		--base $(MODEL) --out exports/pilot_merging
 	$(BIN)/corl fit -c configs/pilot/cycle.yaml --model.model $(MODEL) --data.source $(DATA_PILOT) $(FIT_ARGS)
 	$(BIN)/corl fit -c configs/pilot/unified.yaml --model.model $(MODEL) --data.source $(DATA_PILOT) $(FIT_ARGS)
+
+# An air-gapped cluster: `make wheelhouse` here (online) gathers corl and its pure-Python dependencies beyond torch,
+# torchvision and transformers; carry the folder over; `make install-offline WHEELS=DIR PY=python` there.
+WHEELS ?= wheelhouse
+WHEELHOUSE_LEAVE_OUT ?= pycocoevalcap  # the target has these or does without them (SPICE, CIDEr-D: 100 MB)
+
+wheelhouse: install  ## corl and its pure-Python dependencies as wheels in WHEELS (WHEELHOUSE_LEAVE_OUT= to keep all)
+	$(BIN)/python scripts/wheelhouse.py build $(WHEELS) --leave-out $(WHEELHOUSE_LEAVE_OUT)
+
+install-offline:  ## install corl from WHEELS into the Python PY, without network (reports what is still missing)
+	$(PY) scripts/wheelhouse.py install $(WHEELS)
 
 tensorboard: install  ## watch runs
 	$(BIN)/tensorboard --logdir $(LOGDIR)

@@ -17,8 +17,10 @@ Three ways to sample the same groups, each the best of ``--repeats`` in one run:
 An image rollout's time includes decoding the tokens to pixels (the VQ decoder, the same on every
 path); the milliseconds per decode step leave it out.
 
-Compare ratios, and only within one run. On CUDA the report adds the memory-bandwidth roofline of an
-image decode step (weights and KV cache read once) and the fraction of it the fast path reaches.
+Compare ratios, and only within one run. With a known bandwidth (a GPU's, by name, or
+``--bandwidth-tbs``) the report adds each task's memory-bandwidth roofline of a decode step (what it
+must read: the decoder layers, the task's head, the KV cache at its own prompt's length; ``step_bytes``)
+and the fraction of it the fast path reaches.
 """
 
 from __future__ import annotations
@@ -54,15 +56,27 @@ def best(fn, device: str, repeats: int) -> float:
     return min(timed(fn, device) for _ in range(repeats))
 
 
-def roofline_ms(policy: JanusPolicy, rows: int, prompt_tokens: int, image_tokens: int, bandwidth_tbs: float) -> float:
-    """Milliseconds to read the LLM's and generation head's weights and the average KV cache once."""
-    modules = (policy.llm, policy.model.model.generation_head)
-    weights = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+def kv_bytes_per_position(policy: JanusPolicy, dtype: torch.dtype) -> int:
+    """Bytes of keys and values one row caches per position, over all layers."""
     config = policy.llm.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * policy.llm.dtype.itemsize
-    kv = rows * per_position * (prompt_tokens + image_tokens / 2)  # the cache grows over the image
-    return (weights + kv) / (bandwidth_tbs * 1e12) * 1e3
+    return config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * dtype.itemsize
+
+
+def step_bytes(policy: JanusPolicy, task: str, rows: int, prompt_tokens: int, new_tokens: int,
+               dtype: torch.dtype) -> float:
+    """What one decode step must read, on average over the rollout: its weights once, and the KV cache.
+
+    The weights are the LLM's decoder layers and final norm (not its token embedding: a step reads a
+    row of it at most), and the task's head: for images the generation head and the generation
+    embedding's aligner, for answers the text head. The cache holds ``prompt_tokens`` (the task's own
+    prompt) and on average half of the ``new_tokens``, for each of ``rows`` decoded rows.
+    """
+    janus = policy.model.model
+    modules = [m for name, m in policy.llm.named_children() if m is not policy.llm.get_input_embeddings()]
+    modules += [janus.generation_head, janus.generation_aligner] if task == "image" else [policy.model.lm_head]
+    weights = sum(p.numel() * dtype.itemsize for m in modules for p in m.parameters())
+    return weights + rows * kv_bytes_per_position(policy, dtype) * (prompt_tokens + new_tokens / 2)
 
 
 def benchmark_parser(description: str, prompts: int) -> argparse.ArgumentParser:
@@ -84,6 +98,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__, prompts=4)
     parser.add_argument("--cfg-weight", type=float, default=5.0)
     parser.add_argument("--bandwidth-tbs", type=float, help="device memory bandwidth (default: by GPU name)")
+    parser.add_argument("--skip-hf", action="store_true", help="leave transformers' generate out (slow at 1B)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -126,9 +141,11 @@ def main() -> None:
 
     device = "cuda" if args.device.startswith("cuda") else "cpu"
     report = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "model": args.model,
-              "prompts": args.prompts, "group_size": g, "image": {}, "text": {}}
-    report["image"]["hf_s"] = best(hf_images, args.device, args.repeats)
-    report["text"]["hf_s"] = best(hf_answers, args.device, args.repeats)
+              "dtype": args.dtype, "prompts": args.prompts, "group_size": g, "image_tokens": n,
+              "answer_tokens": args.answer_tokens, "image": {}, "text": {}}
+    if not args.skip_hf:
+        report["image"]["hf_s"] = best(hf_images, args.device, args.repeats)
+        report["text"]["hf_s"] = best(hf_answers, args.device, args.repeats)
     tokens = policy.sample_images([s.prompt for s in scenes], g).tokens
     vq_decode = best(lambda: policy.decode_images(tokens), args.device, args.repeats)  # the same on every path
     for path in ("eager", "fast"):
@@ -136,26 +153,35 @@ def main() -> None:
         report["image"][f"{path}_s"] = best(images, args.device, args.repeats)
         report["text"][f"{path}_s"] = best(answers, args.device, args.repeats)
         report["image"][f"{path}_ms_per_step"] = (report["image"][f"{path}_s"] - vq_decode) / n * 1e3
-    if device == "cuda":
-        bandwidth = args.bandwidth_tbs or next((v for k, v in BANDWIDTH_TBS.items() if k in report["device"]), None)
-        if bandwidth:
-            roof = roofline_ms(policy, 2 * args.prompts * g, ids.shape[1], n, bandwidth)
-            report["image"].update(roofline_ms_per_step=roof, bandwidth_tbs=bandwidth,
-                                   roofline_fraction=roof / report["image"]["fast_ms_per_step"])
+        report["text"][f"{path}_ms_per_step"] = report["text"][f"{path}_s"] / args.answer_tokens * 1e3
+    report["decode"] = policy.decode_stats()
+    bandwidth = args.bandwidth_tbs or next((v for k, v in BANDWIDTH_TBS.items() if k in report["device"]), None)
+    if bandwidth:
+        dtype = model.dtype
+        image_prompt = policy.generation_prompts([s.prompt for s in scenes])[0].shape[1]
+        reads = {"image": step_bytes(policy, "image", 2 * args.prompts * g, image_prompt, n, dtype),
+                 "text": step_bytes(policy, "text", args.prompts * g, ids.shape[1], args.answer_tokens, dtype)}
+        for task, read in reads.items():
+            roof = read / (bandwidth * 1e12) * 1e3
+            report[task].update(roofline_ms_per_step=roof, bytes_per_step=read,
+                                roofline_fraction=roof / report[task]["fast_ms_per_step"])
+        report["bandwidth_tbs"] = bandwidth
 
     print(f"model={args.model} device={report['device']} dtype={args.dtype} B={args.prompts} G={g} image_tokens={n} "
           f"answer_tokens={args.answer_tokens}")
     print(f"{'rollout':8} {'HF generate s':>14} {'eager s':>9} {'fast s':>9} {'fast vs eager':>14} {'fast vs HF':>11}")
     for task in ("image", "text"):
         t = report[task]
-        print(f"{task:8} {t['hf_s']:14.3f} {t['eager_s']:9.3f} {t['fast_s']:9.3f} {t['eager_s'] / t['fast_s']:13.2f}x "
-              f"{t['hf_s'] / t['fast_s']:10.2f}x")
-    image = report["image"]
-    line = f"image decode step: eager {image['eager_ms_per_step']:.2f} ms, fast {image['fast_ms_per_step']:.2f} ms"
-    if "roofline_ms_per_step" in image:
-        line += (f", roofline {image['roofline_ms_per_step']:.2f} ms at {image['bandwidth_tbs']} TB/s "
-                 f"({image['roofline_fraction']:.0%} of it)")
-    print(line)
+        hf = f"{t['hf_s']:14.3f}" if "hf_s" in t else f"{'-':>14}"
+        versus = f"{t['hf_s'] / t['fast_s']:10.2f}x" if "hf_s" in t else f"{'-':>11}"
+        print(f"{task:8} {hf} {t['eager_s']:9.3f} {t['fast_s']:9.3f} {t['eager_s'] / t['fast_s']:13.2f}x {versus}")
+    for task in ("image", "text"):
+        t = report[task]
+        line = f"{task} decode step: eager {t['eager_ms_per_step']:.2f} ms, fast {t['fast_ms_per_step']:.2f} ms"
+        if "roofline_ms_per_step" in t:
+            line += (f", roofline {t['roofline_ms_per_step']:.3f} ms at {bandwidth} TB/s "
+                     f"({t['roofline_fraction']:.1%} of it)")
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

@@ -21,10 +21,37 @@ def test_rollout_benchmark_writes_its_json_report(tmp_path):
     report, stdout = run_benchmark("rollout.py", tmp_path / "rollout.json", prompts=1)
     assert {k: report[k] for k in ("device", "model", "prompts", "group_size")} == {
         "device": "cpu", "model": "tiny", "prompts": 1, "group_size": 2}
-    assert set(report["image"]) == {"hf_s", "eager_s", "fast_s", "eager_ms_per_step", "fast_ms_per_step"}
-    assert set(report["text"]) == {"hf_s", "eager_s", "fast_s"}
+    timings = {"hf_s", "eager_s", "fast_s", "eager_ms_per_step", "fast_ms_per_step"}
+    assert set(report["image"]) == set(report["text"]) == timings  # no roofline without a bandwidth
     assert all(value > 0 for task in ("image", "text") for value in report[task].values())
+    assert report["decode"]["decode/captured_fraction"] == 0.0  # eager on a CPU, and said so
     assert "fast vs eager" in stdout
+
+
+def test_the_roofline_counts_what_a_decode_step_reads():
+    import importlib.util
+
+    import torch
+
+    from corl.modules.policy import JanusPolicy
+    from corl.modules.tiny import build_tiny_janus
+
+    spec = importlib.util.spec_from_file_location("rollout", ROOT / "benchmarks" / "rollout.py")
+    rollout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rollout)
+    model, processor = build_tiny_janus(seed=0)
+    policy = JanusPolicy(model, processor)
+    janus, config = model.model, model.config.text_config
+    layers = sum(p.numel() for p in policy.llm.layers.parameters()) + policy.llm.norm.weight.numel()
+    image_head = sum(p.numel() for m in (janus.generation_head, janus.generation_aligner) for p in m.parameters())
+    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * (config.hidden_size // 4) * 2
+    # bf16: 2 bytes a weight (the decoder layers, the final norm and the task's head: not the token embedding,
+    # nor the other task's head); 32 rows, a 20-token prompt and on average half of the 64 image tokens cached
+    expected = 2 * (layers + image_head) + 32 * per_position * (20 + 32)
+    assert rollout.step_bytes(policy, "image", 32, 20, 64, torch.bfloat16) == expected
+    text = 2 * (layers + model.lm_head.weight.numel()) + 8 * per_position * (300 + 256)
+    assert rollout.step_bytes(policy, "text", 8, 300, 512, torch.bfloat16) == text
+
 
 
 def test_update_benchmark_checks_packing_and_writes_its_json_report(tmp_path):

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import StaticCache
+from transformers.cache_utils import StaticLayer
 
 DecodeMode = Literal["auto", "eager", "captured"]
 BUCKET = 64  # prompt positions are reserved in multiples of this
@@ -83,6 +84,31 @@ def _own_code(function: Callable, name: str) -> Callable:
     return types.FunctionType(code, function.__globals__, name, function.__defaults__, function.__closure__)
 
 
+class _SplitDtypeLayer(StaticLayer):
+    """transformers' static cache layer, its values kept in their own dtype.
+
+    Under autocast the keys leave the rotary embedding in float32 and the values the projection in
+    bfloat16; transformers before 5.25 allocates both in the keys' dtype, and then cannot write the values.
+    """
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Allocate as transformers does, then the values in their dtype if it differs."""
+        super().lazy_initialization(key_states, value_states)
+        if self.values.dtype != value_states.dtype:
+            self.values = self.values.to(value_states.dtype)
+            torch._dynamo.mark_static_address(self.values)
+
+
+class DecodeCache(StaticCache):
+    """A static KV cache whose keys and values each keep their dtype, on every supported transformers."""
+
+    def __init__(self, config, max_cache_len: int) -> None:
+        super().__init__(config=config, max_cache_len=max_cache_len)
+        for layer in self.layers:
+            if type(layer) is StaticLayer:
+                layer.__class__ = _SplitDtypeLayer
+
+
 @dataclass
 class DecodeStats:
     """What the decode steps of one loop did since the last ``take``."""
@@ -109,7 +135,7 @@ class _ShapeBuffers:
     """
 
     def __init__(self, llm: nn.Module, rows: int, capacity: int, steps: int, prompts: StaticCache) -> None:
-        self.cache = StaticCache(config=llm.config, max_cache_len=capacity + steps)
+        self.cache = DecodeCache(llm.config, capacity + steps)
         for layer, prompt in zip(self.cache.layers, prompts.layers, strict=True):
             shape = (rows, -1, -1, -1)  # views: only their shapes and dtypes are read
             layer.lazy_initialization(prompt.keys[:1].expand(shape), prompt.values[:1].expand(shape))
@@ -223,7 +249,7 @@ class DecodeLoop:
         static-cache attention path as the decode steps and the training forward agree with (in bfloat16
         another path rounds differently).
         """
-        prompts = StaticCache(config=self.llm.config, max_cache_len=mask.shape[1] + steps)
+        prompts = DecodeCache(self.llm.config, mask.shape[1] + steps)
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask),
                        use_cache=True, **{self.keyword: prompts})
         return prompts, out.last_hidden_state[:, -1]
