@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--cfg-weight", type=float, default=5.0)
     parser.add_argument("--bandwidth-tbs", type=float, help="device memory bandwidth (default: by GPU name)")
     parser.add_argument("--skip-hf", action="store_true", help="leave transformers' generate out (slow at 1B)")
+    parser.add_argument("--longer-answers", type=int, nargs="*", default=[],
+                        help="also time answers of these lengths (eager and fast, reported as text_<length>)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -154,6 +156,14 @@ def main() -> None:
         report["text"][f"{path}_s"] = best(answers, args.device, args.repeats)
         report["image"][f"{path}_ms_per_step"] = (report["image"][f"{path}_s"] - vq_decode) / n * 1e3
         report["text"][f"{path}_ms_per_step"] = report["text"][f"{path}_s"] / args.answer_tokens * 1e3
+    for length in args.longer_answers:  # the same groups, longer answers: corl's paths only
+        policy.max_completion_tokens = length
+        timings = {}
+        for path in ("eager", "fast"):
+            _, answers = corl(path)
+            timings[f"{path}_s"] = best(answers, args.device, args.repeats)
+            timings[f"{path}_ms_per_step"] = timings[f"{path}_s"] / length * 1e3
+        report[f"text_{length}"] = timings
     report["decode"] = policy.decode_stats()
     bandwidth = args.bandwidth_tbs or next((v for k, v in BANDWIDTH_TBS.items() if k in report["device"]), None)
     if bandwidth:
@@ -161,6 +171,8 @@ def main() -> None:
         image_prompt = policy.generation_prompts([s.prompt for s in scenes])[0].shape[1]
         reads = {"image": step_bytes(policy, "image", 2 * args.prompts * g, image_prompt, n, dtype),
                  "text": step_bytes(policy, "text", args.prompts * g, ids.shape[1], args.answer_tokens, dtype)}
+        reads |= {f"text_{length}": step_bytes(policy, "text", args.prompts * g, ids.shape[1], length, dtype)
+                  for length in args.longer_answers}
         for task, read in reads.items():
             roof = read / (bandwidth * 1e12) * 1e3
             report[task].update(roofline_ms_per_step=roof, bytes_per_step=read,
@@ -175,7 +187,7 @@ def main() -> None:
         hf = f"{t['hf_s']:14.3f}" if "hf_s" in t else f"{'-':>14}"
         versus = f"{t['hf_s'] / t['fast_s']:10.2f}x" if "hf_s" in t else f"{'-':>11}"
         print(f"{task:8} {hf} {t['eager_s']:9.3f} {t['fast_s']:9.3f} {t['eager_s'] / t['fast_s']:13.2f}x {versus}")
-    for task in ("image", "text"):
+    for task in ("image", "text", *(f"text_{length}" for length in args.longer_answers)):
         t = report[task]
         line = f"{task} decode step: eager {t['eager_ms_per_step']:.2f} ms, fast {t['fast_ms_per_step']:.2f} ms"
         if "roofline_ms_per_step" in t:
