@@ -48,17 +48,20 @@ writer.save_checkpoint({"step": 2, "weights": torch.zeros(100_000)}, path)
 """
 
 SAVE_PEAK = """
-import resource, sys, torch
+import sys, torch
 from corl.checkpoint_io import AtomicCheckpointIO
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+def status(field):  # bytes; VmHWM is this process's own peak (getrusage would include its parent's, via fork)
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1]) * 1024
+
 writer = AtomicCheckpointIO() if sys.argv[2] == "atomic" else TorchCheckpointIO()
 checkpoint = {"state_dict": {f"w{i}": torch.ones(2**24) for i in range(6)}}  # 6 x 64 MiB, touched
-with open("/proc/self/clear_refs", "w") as handle:  # the peak (VmHWM) starts again from what is resident now
+with open("/proc/self/clear_refs", "w") as handle:  # the peak starts again from what is resident now
     handle.write("5")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = status("VmRSS:")
 writer.save_checkpoint(checkpoint, sys.argv[1])
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)  # Linux reports KiB
+print(status("VmHWM:") - before)
 """
 
 
