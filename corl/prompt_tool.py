@@ -61,8 +61,7 @@ def texts_to_show(args: argparse.Namespace, data) -> tuple[dict, dict]:
 
     example = make_scene(0, 0, 64)
     origin = f"{args.data}, row {args.row}" if row is not None else "the procedural example"
-    qa_type = args.qa_type or (row.qa_type if row is not None and row.qa_type else None)
-    qa_type = qa_type or (data.defaults or {}).get("qa_type") or ("MC" if args.question else example.qa_type)
+    qa_type = args.qa_type or (row.qa_type if row is not None else None) or (data.defaults or {}).get("qa_type") or "MC"
     if args.question is not None:
         question = {"text": args.question, "qa_type": qa_type, "from": "--question"}
     elif row is not None and row.qa_problem is not None:
