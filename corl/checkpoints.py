@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from corl.checkpoint_io import complete_checkpoint
-from corl.modules.loading import DTYPES, load_janus
+from corl.modules.loading import DEEPSEEK, DTYPES, HF, load_janus
 from corl.modules.lora import merge_adapters, save_adapters, saved_lora
 
 POLICY_PREFIX = "policy.model."
@@ -55,7 +55,7 @@ def is_sharded_checkpoint(path: Path) -> bool:
 
 
 def is_exported_folder(path: Path) -> bool:
-    """True for a transformers folder (``corl export``); an FSDP run's checkpoint is a folder too."""
+    """True for a model folder (``corl export``, either layout); an FSDP run's checkpoint is a folder too."""
     return path.is_dir() and not is_sharded_checkpoint(path)
 
 
@@ -118,8 +118,18 @@ def check_compatible(states: Sequence[dict[str, torch.Tensor]], names: Sequence[
                              f"not {tuple(first[k].shape)} (different model sizes)")
 
 
-def export(model, processor, out: str | Path) -> Path:
-    """Write a transformers folder (weights, config, tokenizer, processor) for external evaluation suites."""
+def export(model, processor, out: str | Path, layout: str = HF) -> Path:
+    """Write a model folder (weights, config, tokenizer, processor) for external evaluation suites.
+
+    ``layout``: ``hf``, transformers' (``JanusForConditionalGeneration``), or ``deepseek``, DeepSeek's
+    ``janus`` package's (``MultiModalityCausalLM``), which VLMEvalKit and the GenEval scripts load.
+    """
+    if layout == DEEPSEEK:
+        from corl.deepseek.folder import save_deepseek
+
+        return save_deepseek(model, processor, out)
+    if layout != HF:
+        raise ValueError(f"layout must be {HF!r} or {DEEPSEEK!r}, got {layout!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

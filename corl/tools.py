@@ -7,21 +7,21 @@ gathers earlier scores, and every ``--help``, start without Lightning and the Ja
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
-from pathlib import Path
-
-import torch
 
 from corl.evaluate import add_parser as add_evaluate_parser
+from corl.generate import add_parser as add_generate_parser
 from corl.prompt_tool import add_parser as add_prompt_parser
 
 
 def export_command(args: argparse.Namespace) -> None:
-    """Checkpoint -> transformers folder that ``JanusForConditionalGeneration.from_pretrained`` loads."""
+    """Checkpoint -> a folder that transformers' Janus classes (hf) or DeepSeek's janus package (deepseek) loads."""
     from corl.checkpoints import export, export_adapters, load_model
 
     if args.adapters_only:
+        if args.format != "hf":
+            raise SystemExit("corl export --adapters-only writes a peft adapter folder; --format applies to "
+                             "whole models")
         try:
             out, base = export_adapters(args.checkpoint, args.out, args.dtype)
         except ValueError as err:
@@ -29,7 +29,7 @@ def export_command(args: argparse.Namespace) -> None:
         print(f"exported the LoRA adapters of {args.checkpoint} to {out} (a peft adapter folder for {base})")
         return
     model, processor = load_model(args.checkpoint, args.dtype)
-    print(f"exported {args.checkpoint} to {export(model, processor, args.out)}")
+    print(f"exported {args.checkpoint} to {export(model, processor, args.out, args.format)} ({args.format} layout)")
 
 
 def merge_command(args: argparse.Namespace) -> None:
@@ -60,45 +60,15 @@ def merge_command(args: argparse.Namespace) -> None:
         merged, how = linear_merge(states, weights), f"linear, weights {weights}"
     model, processor = loaded[0]
     model.load_state_dict(merged)
-    print(f"merged {names} ({how}) into {export(model, processor, args.out)}")
+    print(f"merged {names} ({how}) into {export(model, processor, args.out, args.format)} ({args.format} layout)")
 
 
-def read_prompts(path: Path) -> list[dict]:
-    """Prompts from a text file (one per line) or GenEval's metadata jsonl (a ``prompt`` per line)."""
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if path.suffix != ".jsonl":
-        return [{"prompt": line.strip()} for line in lines]
-    rows = [json.loads(line) for line in lines]
-    for number, row in enumerate(rows):
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise SystemExit(f"corl generate: {path}, row {number}: expected an object with a 'prompt' string")
-    return rows
-
-
-@torch.no_grad()
-def generate_command(args: argparse.Namespace) -> None:
-    """Images for a prompt file in GenEval's layout: OUT/<index>/metadata.jsonl, OUT/<index>/samples/<k>.png."""
-    from torchvision.utils import save_image
-
-    from corl.checkpoints import load_model
-    from corl.modules.policy import JanusPolicy
-
-    model, processor = load_model(args.model, args.dtype)
-    model.to(args.device)
-    policy = JanusPolicy(model, processor, cfg_weight=args.cfg_weight, image_temperature=args.temperature)
-    torch.manual_seed(args.seed)
-    rows = read_prompts(Path(args.prompts))
-    for start in range(0, len(rows), args.batch_prompts):  # one decode loop for several prompts
-        chunk = rows[start : start + args.batch_prompts]
-        images = policy.sample_images([row["prompt"] for row in chunk], args.samples).pixels  # [k * samples, ...]
-        for offset, row in enumerate(chunk):
-            folder = Path(args.out) / f"{start + offset:05d}"
-            (folder / "samples").mkdir(parents=True, exist_ok=True)
-            (folder / "metadata.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
-            for k in range(args.samples):
-                image = images[offset * args.samples + k]
-                save_image((image.float() + 1) / 2, folder / "samples" / f"{k:04d}.png")
-    print(f"wrote {len(rows)} prompts x {args.samples} images to {args.out}")
+def add_format(p: argparse.ArgumentParser) -> None:
+    """The layout of a written model folder."""
+    p.add_argument("--format", choices=["hf", "deepseek"], default="hf",
+                   help="hf: transformers' Janus classes (JanusForConditionalGeneration); deepseek: DeepSeek's "
+                   "janus package (MultiModalityCausalLM, as deepseek-ai/Janus-Pro-1B), which VLMEvalKit and the "
+                   "GenEval / DPG scripts load (docs/evaluation.md)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -107,14 +77,16 @@ def parser() -> argparse.ArgumentParser:
                                    "(training: corl fit, corl sft)")
     commands = root.add_subparsers(dest="command", required=True)
     p = commands.add_parser("export", help=export_command.__doc__)
-    p.add_argument("checkpoint", help="a corl .ckpt file, or the .ckpt folder of an FSDP run")
+    p.add_argument("checkpoint", help="a corl .ckpt file, the .ckpt folder of an FSDP run, or an exported folder")
     p.add_argument("out", help="output folder")
+    add_format(p)
     p.add_argument("--adapters-only", action="store_true",
                    help="a LoRA run: write its adapters as a peft adapter folder instead of the merged model")
     p.set_defaults(run=export_command)
     p = commands.add_parser("merge", help=merge_command.__doc__)
     p.add_argument("models", nargs="+", help="corl checkpoints or exported folders")
     p.add_argument("--out", required=True, help="output folder (an exported model)")
+    add_format(p)
     p.add_argument("--method", choices=["gaussian", "linear", "task_arithmetic"], default="gaussian",
                    help="gaussian: the paper's merge (Si et al. 2025; each tensor's deltas from --base averaged "
                    "within mean +- width x std, kept whole outside); linear: a weighted average; task_arithmetic: "
@@ -125,17 +97,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=2.0,
                    help="gaussian: the band's half-width in standard deviations (the authors' 2)")
     p.set_defaults(run=merge_command)
-    p = commands.add_parser("generate", help=generate_command.__doc__)
-    p.add_argument("model", help="a corl checkpoint or an exported folder")
-    p.add_argument("prompts", help="text file (a prompt per line) or GenEval metadata .jsonl")
-    p.add_argument("out", help="output folder")
-    p.add_argument("--samples", type=int, default=4, help="images per prompt (GenEval uses 4)")
-    p.add_argument("--batch-prompts", type=int, default=8, help="prompts sampled together in one decode loop")
-    p.add_argument("--cfg-weight", type=float, default=5.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=generate_command)
+    add_generate_parser(commands)
     for sub in commands.choices.values():
         sub.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     add_evaluate_parser(commands)  # its model settings (dtype included) come from a config

@@ -7,10 +7,11 @@ import lightning as L
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import AutoProcessor, JanusForConditionalGeneration
 
 from corl.checkpoint_io import AtomicCheckpointIO
-from corl.checkpoints import check_compatible, export, read_checkpoint
+from corl.checkpoints import check_compatible, export, load_model, read_checkpoint
 from corl.cli import main
 from corl.data.datamodule import ExampleDataModule
 from corl.merging import gaussian_merge
@@ -142,6 +143,36 @@ def test_export_round_trip(stage1, tmp_path):
         torch.testing.assert_close(loaded(input_ids=ids).logits, module.policy.model(input_ids=ids).logits)
 
 
+def test_a_deepseek_export_exported_again_is_the_direct_export(stage1, tmp_path):
+    ckpt, _ = stage1
+    main(["export", str(ckpt), str(tmp_path / "ds"), "--format", "deepseek"])
+    main(["export", str(tmp_path / "ds"), str(tmp_path / "again")])
+    main(["export", str(ckpt), str(tmp_path / "direct")])
+    again, direct = (load_file(tmp_path / name / "model.safetensors") for name in ("again", "direct"))
+    assert sorted(again) == sorted(direct) and all(torch.equal(again[k], direct[k]) for k in direct)
+    main(["export", str(tmp_path / "ds"), str(tmp_path / "ds2"), "--format", "deepseek", "--dtype", "bfloat16"])
+    assert json.loads((tmp_path / "ds2" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    with pytest.raises(SystemExit, match="--format applies to whole models"):
+        main(["export", str(ckpt), str(tmp_path / "x"), "--adapters-only", "--format", "deepseek"])
+
+
+def test_merge_and_generate_take_and_write_deepseek_folders(stage1, tmp_path):
+    ckpt, final = stage1
+    main(["export", str(ckpt), str(tmp_path / "ds"), "--format", "deepseek"])
+    main(["merge", str(ckpt), str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--method", "linear",
+          "--format", "deepseek"])
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model_type"] == "multi_modality"
+    merged = load_model(tmp_path / "m")[0].state_dict()
+    for k, v in merged.items():
+        torch.testing.assert_close(v, final[k])
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    for model in (ckpt, tmp_path / "ds"):  # the same seed, the same weights: the same images
+        main(["generate", str(model), str(prompts), str(tmp_path / model.name), "--samples", "1", "--device", "cpu"])
+    ours, theirs = (Image.open(tmp_path / name / "00000" / "samples" / "0000.png") for name in (ckpt.name, "ds"))
+    assert list(ours.getdata()) == list(theirs.getdata())
+
+
 def test_exported_folder_generates_with_transformers_generate(stage1, tmp_path):
     # What an evaluation suite does with the export: transformers' own processor and generate.
     ckpt, _ = stage1
@@ -207,6 +238,26 @@ def test_generate_writes_the_geneval_layout(stage1, tmp_path):
         samples = sorted((folder / "samples").iterdir())
         assert [p.name for p in samples] == ["0000.png", "0001.png", "0002.png"]
         assert Image.open(samples[0]).size == (64, 64)
+
+
+def test_generate_writes_dpg_benchs_grids_and_wises_images(stage1, tmp_path):
+    ckpt, _ = stage1
+    (tmp_path / "dpg").mkdir()
+    for name, prompt in (("a_red", "a red circle"), ("b_blue", "a blue square")):
+        (tmp_path / "dpg" / f"{name}.txt").write_text(prompt + "\n")
+    main(["generate", str(ckpt), str(tmp_path / "dpg"), str(tmp_path / "dpg_out"), "--device", "cpu"])
+    assert sorted(p.name for p in (tmp_path / "dpg_out").iterdir()) == ["a_red.png", "b_blue.png"]
+    assert Image.open(tmp_path / "dpg_out" / "a_red.png").size == (128, 128)  # 4 samples of 64 px, 2 x 2
+    with pytest.raises(SystemExit, match="not a square"):
+        main(["generate", str(ckpt), str(tmp_path / "dpg"), str(tmp_path / "x"), "--samples", "3"])
+    wise = [{"prompt_id": 7, "Prompt": "a yellow square", "Explanation": "-", "Subcategory": "x"},
+            {"prompt_id": 12, "Prompt": "a red circle", "Explanation": "-", "Subcategory": "x"}]
+    (tmp_path / "wise.json").write_text(json.dumps(wise))
+    with pytest.raises(SystemExit, match="one image per prompt"):
+        main(["generate", str(ckpt), str(tmp_path / "wise.json"), str(tmp_path / "x")])
+    main(["generate", str(ckpt), str(tmp_path / "wise.json"), str(tmp_path / "wise_out"), "--samples", "1",
+          "--device", "cpu"])
+    assert sorted(p.name for p in (tmp_path / "wise_out").iterdir()) == ["12.png", "7.png"]
 
 
 def test_validation_scores_a_held_out_split_greedily(quiet_trainer):

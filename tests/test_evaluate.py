@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from corl.checkpoints import export
 from corl.cli import main
 from corl.evaluate import model_specs, table
+from corl.modules.tiny import build_tiny_janus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +31,17 @@ def test_the_same_model_gets_the_same_scores_on_the_same_held_out_examples(tmp_p
     assert results["base"] == results["again"], "greedy answers and seeded images: reproducible"
     assert all(0.0 <= value <= 1.0 for value in results["base"].values())
     assert table(results) in capsys.readouterr().out
+
+
+def test_a_deepseek_folder_is_scored_as_the_model_it_was_exported_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model, processor = build_tiny_janus(seed=0)  # what model: tiny builds
+    export(model, processor, tmp_path / "ds", "deepseek")
+    out = tmp_path / "eval.json"
+    main(["evaluate", "tiny", f"ds={tmp_path / 'ds'}", "-c", str(ROOT / "configs/demo/s2_mcq.yaml"), "--model.model",
+          "tiny", "--examples", "2", "--batch-size", "2", "--device", "cpu", "--json", str(out)])
+    results = json.loads(out.read_text())
+    assert results["ds"] == results["tiny"]
 
 
 def test_sampled_answers_are_scored_beside_the_greedy_ones_and_reproducibly(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -9,6 +10,8 @@ import torch
 TINY = "tiny"
 TINY_WARM = "tiny-warm"
 RANDOM_PRO_1B = "random:janus-pro-1b"
+HF, DEEPSEEK = "hf", "deepseek"
+FORMATS = {"janus": HF, "multi_modality": DEEPSEEK}  # config.json's model_type -> the folder's layout
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -20,7 +23,8 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
             model taught the procedural world (built on first use, then cached: ``corl.warm.build``),
             ``random:janus-pro-1b`` for Janus-Pro-1B's architecture with random weights (GPU checks
             and benchmarks, no download),
-            a local folder in Hugging Face format (e.g. a download of ``deepseek-community/Janus-Pro-1B``),
+            a local folder in transformers' layout (e.g. a download of ``deepseek-community/Janus-Pro-1B``)
+            or in DeepSeek's (``deepseek-ai/Janus-Pro-1B``, or ``corl export --format deepseek``),
             or a hub id, which transformers fetches into its cache where the machine is online.
         dtype: parameter dtype, one of ``float32``, ``bfloat16``, ``float16``.
         seed: initialisation seed of the tiny model (and of the warm start's training).
@@ -38,6 +42,12 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
         check_processor(janus, processor, model)
         return janus.to(DTYPES[dtype]), processor
     path, local = _model_source(model)
+    if local and folder_format(path) == DEEPSEEK:
+        from corl.deepseek.folder import load_deepseek
+
+        janus, processor = load_deepseek(path, DTYPES[dtype])
+        check_processor(janus, processor, str(path))
+        return janus, processor
     from transformers import AutoProcessor, JanusForConditionalGeneration
 
     source = str(path) if local else model
@@ -65,6 +75,11 @@ def load_processor(model: str, seed: int = 0):
         processor = build_tiny_processor(sizes)
         return processor, processor.num_image_tokens
     path, local = _model_source(model)
+    if local and folder_format(path) == DEEPSEEK:
+        from corl.deepseek.processor import read_processor
+
+        processor = read_processor(path)
+        return processor, processor.num_image_tokens
     from transformers import AutoConfig, AutoProcessor
 
     source = str(path) if local else model
@@ -87,6 +102,19 @@ def _model_source(model: str) -> tuple[Path, bool]:
             "folder; or use model: tiny for the embedded default."
         )
     return path, local
+
+
+def folder_format(path: Path) -> str:
+    """``hf`` or ``deepseek``: the layout of a model folder, from its config.json; anything else is refused."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    kind = config.get("model_type")
+    if kind in FORMATS:
+        return FORMATS[kind]
+    raise ValueError(
+        f"{path} holds a model_type {kind!r} model (architectures {config.get('architectures')}), not Janus: corl "
+        f"reads Janus in transformers' layout (model_type 'janus', e.g. deepseek-community/Janus-Pro-1B) or in "
+        f"DeepSeek's (model_type 'multi_modality', e.g. deepseek-ai/Janus-Pro-1B)"
+    )
 
 
 def _looks_like_hub_id(name: str) -> bool:

@@ -96,11 +96,7 @@ def build_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     backend.train_from_iterator([DEFAULT_SYSTEM_PROMPT, *vocabulary_corpus()], trainer=trainer)
-    # Janus-Pro's tokenizer puts BOS in front of every encoded text itself; its template has none.
-    bos = SPECIAL_TOKENS["bos_token"]
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, backend.token_to_id(bos))]
-    )
+    add_bos(backend, SPECIAL_TOKENS["bos_token"])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         **SPECIAL_TOKENS,
@@ -109,6 +105,24 @@ def build_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
         chat_template=CHAT_TEMPLATE,
     )
     return tokenizer
+
+
+def add_bos(backend: Tokenizer, bos: str) -> None:
+    """Put ``bos`` in front of every encoded text, as Janus-Pro's tokenizer does (its chat template has none).
+
+    That is what DeepSeek's ``LlamaTokenizerFast`` does with ``add_bos_token`` on, whatever its file says.
+    """
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, backend.token_to_id(bos))]
+    )
+
+
+def set_generation_tokens(model: JanusForConditionalGeneration, tokenizer) -> None:
+    """What Janus-Pro's generation_config carries, so ``model.generate(generation_mode="image")`` works too."""
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    boi = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["boi_token"])
+    model.generation_config.generation_kwargs = {"boi_token_id": boi}
 
 
 @dataclass(frozen=True)
@@ -206,11 +220,7 @@ def build_tiny_janus(
         # logits of order one, as a trained head has.
         for layer in (model.model.generation_head.proj_out, model.model.generation_head.vision_head):
             torch.nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
-    # What Janus-Pro's generation_config carries, so model.generate(generation_mode="image") works too.
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    boi = tokenizer.convert_tokens_to_ids(IMAGE_TOKENS["boi_token"])
-    model.generation_config.generation_kwargs = {"boi_token_id": boi}
+    set_generation_tokens(model, tokenizer)
     return model, build_tiny_processor(sizes, tokenizer)
 
 
