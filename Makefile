@@ -91,13 +91,15 @@ DATA_T2I ?= data/x2x_rft_16k
 DATA_MCQ ?= data/mcot_r1_mcq_66k
 DATA_OE ?= data/mcot_r1_vqa_66k
 
-stage2: install  ## the three refined runs from stage 1's final checkpoint, then MC + OE merged as the paper does
+stage2: install  ## the three refined runs from stage 1's final checkpoint, MC + OE merged as the paper does, both layouts
 	$(BIN)/corl fit -c configs/s2_t2i.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_T2I) $(FIT_ARGS)
 	$(BIN)/corl fit -c configs/s2_mcq.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_MCQ) $(FIT_ARGS)
 	$(BIN)/corl fit -c configs/s2_oe.yaml --model.model $(MODEL) --model.init_from $(S1_CKPT) --data.source $(DATA_OE) $(FIT_ARGS)
 	$(BIN)/corl merge checkpoints/s2_mcq/last.ckpt checkpoints/s2_oe/last.ckpt --method gaussian --base $(S1_CKPT) \
 		--out exports/s2_mm2t
 	$(BIN)/corl export checkpoints/s2_t2i/last.ckpt exports/s2_t2i
+	$(BIN)/corl export exports/s2_mm2t exports/s2_mm2t_deepseek --format deepseek --dtype bfloat16  # VLMEvalKit
+	$(BIN)/corl export exports/s2_t2i exports/s2_t2i_deepseek --format deepseek --dtype bfloat16
 
 # The pilot study (paper §3.2): the four RL paradigms from Janus-Pro-1B on x2x_rft_16k with CLIP Score for images;
 # RL-Merging is the two RL-Sep models merged with the paper's Gaussian merge, from the model they started from.
