@@ -46,7 +46,7 @@ def write_processor(processor: JanusProcessor, out: Path) -> None:
     }
     for name, content in files.items():
         (out / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    (out / "tokenizer.json").write_text(_old_style_merges(tokenizer.backend_tokenizer.to_str()), encoding="utf-8")
 
 
 def read_processor(folder: Path) -> JanusProcessor:
@@ -71,6 +71,20 @@ def read_processor(folder: Path) -> JanusProcessor:
     )
     return JanusProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE, use_default_system_prompt=True,
                           num_image_tokens=settings.get("num_image_tokens", 576))
+
+
+def _old_style_merges(tokenizer_json: str) -> str:
+    """``tokenizer.json`` with BPE merges as "a b" strings, the form tokenizers < 0.20 reads.
+
+    The janus package pins transformers 4.38, whose tokenizers (0.15) fails on the pairs newer versions
+    write ("data did not match any variant of untagged enum ModelWrapper"); every version reads strings.
+    A merge with a space in one of its parts has no string form, so then the file is left as it is.
+    """
+    content = json.loads(tokenizer_json)
+    merges = content.get("model", {}).get("merges")
+    if merges and all(isinstance(m, list) and not any(" " in part for part in m) for m in merges):
+        content["model"]["merges"] = [" ".join(m) for m in merges]
+    return json.dumps(content, ensure_ascii=False, indent=2)
 
 
 def _read(folder: Path, name: str) -> dict:

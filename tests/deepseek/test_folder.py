@@ -39,6 +39,9 @@ def test_the_folder_holds_what_vlchatprocessor_and_multimodalitycausallm_read(ti
     assert read(folder, "tokenizer_config.json")["tokenizer_class"] == "LlamaTokenizerFast"
     specials = read(folder, "special_tokens_map.json")
     assert specials["pad_token"] == "<｜▁pad▁｜>" and "<|Assistant|>" in specials["additional_special_tokens"]
+    merges = read(folder, "tokenizer.json")["model"]["merges"]
+    assert merges and all(isinstance(m, str) and len(m.split(" ")) == 2 for m in merges), \
+        "BPE merges as 'a b' strings: the janus package's tokenizers 0.15 reads no other form"
     with safe_open(str(folder / "model.safetensors"), "pt") as weights:
         assert weights.metadata() == {"format": "pt"}  # transformers 4, which the janus package pins, needs it
 
