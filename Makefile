@@ -27,7 +27,7 @@ TRANSFORMERS_LOWEST ?= 5.17.0
 COMPAT := .venv-compat
 COMPAT_TESTS = tests/modules/test_decoding.py tests/modules/test_policy.py tests/modules/test_logprobs.py \
 	tests/modules/test_lora.py tests/modules/test_packing.py tests/test_versions.py \
-	tests/test_cli.py::test_demo_config_trains_and_logs_to_tensorboard
+	tests/deepseek tests/test_cli.py::test_demo_config_trains_and_logs_to_tensorboard
 
 $(COMPAT)/bin/corl: pyproject.toml
 	$(PY) -m venv $(COMPAT)
@@ -36,7 +36,7 @@ $(COMPAT)/bin/corl: pyproject.toml
 	$(COMPAT)/bin/pip install --quiet -e ".[test]" "transformers==$(TRANSFORMERS_LOWEST)"
 	touch $@
 
-test-compat: $(COMPAT)/bin/corl  ## decoding, log-prob consistency and a demo step on the lowest supported transformers
+test-compat: $(COMPAT)/bin/corl  ## decoding, log-prob consistency, DeepSeek's layout and a demo step on the lowest supported transformers
 	$(COMPAT)/bin/python -m pytest -q $(COMPAT_TESTS)
 
 lint: install
