@@ -180,7 +180,7 @@ def test_exported_folder_generates_with_transformers_generate(stage1, tmp_path):
     model = JanusForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
     processor = AutoProcessor.from_pretrained(tmp_path / "out")
     assert processor.use_default_system_prompt and processor.tokenizer("a")["input_ids"][0] == 0  # BOS added
-    # The README's one-line workaround: transformers 5.24 drops generation_kwargs when it loads the folder.
+    # The one-line workaround of docs/commands.md: transformers 5.24 drops generation_kwargs on load.
     model.generation_config.generation_kwargs = {"boi_token_id": processor.tokenizer.convert_tokens_to_ids(
         processor.image_start_token)}
     chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "a red circle"}]}],
