@@ -20,10 +20,8 @@ import torch
 from corl.data.procedural import ProceduralExamples
 from corl.data.readers import ExampleFiles
 from corl.data.schema import collate_examples
-from corl.modules.loading import RANDOM_PRO_1B, TINY, TINY_WARM
+from corl.modules.loading import BUILT_IN
 from corl.resume import seeded
-
-BUILT_IN = (TINY, TINY_WARM, RANDOM_PRO_1B)  # models named rather than read from a path
 
 HELD_OUT_SEED = 424_242  # procedural examples no training config draws (they use seeds 0 and 1)
 

@@ -44,7 +44,7 @@ def test_malformed_jsonl_rows_name_the_file_and_row(tmp_path, what, row, message
     (tmp_path / "square.png").write_bytes(png())
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + json.dumps(row) + "\n")
-    with pytest.raises(DataError, match=re.escape(f"{path}, row 1: ") + message):
+    with pytest.raises(DataError, match=re.escape(f"{path}, row 1: ") + message + ".*data.skip_bad_rows: true"):
         ExampleFiles(path, "triplet")
     assert len(ExampleFiles(path, "triplet", skip_bad_rows=True)) == 1  # or skipped and counted
 
@@ -62,7 +62,8 @@ def test_truncated_image_bytes_name_the_file_and_row(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), path)
     files = ExampleFiles(path, "triplet")
     assert files[0].real_image.size == (8, 8)
-    with pytest.raises(DataError, match=re.escape(f"{path}, row 1: cannot read column 'real_image'")):
+    with pytest.raises(DataError, match=re.escape(f"{path}, row 1: cannot read column 'real_image'") +
+                       ".*data.skip_bad_rows: true skips such rows"):
         files[1]
 
 

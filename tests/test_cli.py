@@ -3,6 +3,7 @@
 import inspect
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,10 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from corl.cli import main
+from corl.cli import entry, main
 from corl.data.datamodule import ExampleDataModule
+from corl.data.readers import DataError
+from corl.errors import UsageError
 from corl.modules.corl_module import CoRLModule
 from corl.modules.sft_module import SFTModule
 
@@ -171,20 +174,104 @@ def test_demo_config_trains_lora_adapters_that_export_and_resume(tmp_path, monke
 
 def test_real_config_fails_clearly_without_weights(tmp_path):
     missing = tmp_path / "no-such-Janus"
-    with pytest.raises(FileNotFoundError, match="no Janus weights at .*no-such-Janus"):
+    with pytest.raises(UsageError, match="no Janus weights at .*no-such-Janus"):
         main(["fit", "-c", "configs/s1.yaml", "--model.model", str(missing), "--trainer.accelerator", "cpu",
               "--trainer.devices", "1", "--trainer.strategy", "auto"])
 
 
+CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto"]
+
+
+def test_the_preflight_lists_everything_missing_at_once_before_loading(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CORL_SPICE_CACHE", str(tmp_path / "spice"))
+    monkeypatch.setattr("corl.modules.loading.on_hub", lambda name: False)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "-c", str(ROOT / "configs/s2_t2i.yaml")])
+    assert exit_.value.code == 1
+    out = capsys.readouterr().out
+    for expected in (
+        "model.model: no Janus weights at checkpoints/Janus-Pro-1B",
+        "`hf download deepseek-community/Janus-Pro-1B --local-dir checkpoints/Janus-Pro-1B`",
+        "model.init_from: no checkpoint or model folder at checkpoints/s1/last.ckpt",
+        "data.source: no data at data/x2x_rft_16k: `hf download mm-vl/x2x_rft_16k --repo-type dataset "
+        "--local-dir data/x2x_rft_16k`",
+        "LPIPS vgg trunk weights not found", "captioner folder checkpoints/blip-large does not exist",
+        "SPICE: CoreNLP", "trainer: accelerator gpu with 8 device(s), but this machine has 0 CUDA GPU(s)",
+    ):
+        assert expected in out, expected
+    with pytest.raises(UsageError, match=r"needs 9 thing\(s\)"):  # corl fit stops on the same list, at once
+        main(["fit", "-c", str(ROOT / "configs/s2_t2i.yaml")])
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "-c", str(ROOT / "configs/demo/s1.yaml")])
+    assert exit_.value.code == 0 and "has everything it needs" in capsys.readouterr().out
+
+
 def test_real_config_refuses_a_missing_lpips_trunk_before_training(tmp_path, monkeypatch):
-    # Real reward settings on the tiny model: the missing VGG trunk stops the run at set-up, with advice.
+    # Real reward settings on the tiny model: the missing VGG trunk stops the run before it starts, with advice.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="LPIPS vgg trunk weights not found .* set trunk_path"):
+    monkeypatch.setenv("CORL_SPICE_CACHE", str(tmp_path / "spice"))
+    with pytest.raises(UsageError, match="LPIPS vgg trunk weights not found .* set trunk_path"):
         main(["fit", "-c", "configs/s1.yaml", "--model.model", "tiny", "--data.source", "procedural",
-              "--data.num_workers", "0", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-              "--trainer.strategy", "auto", "--trainer.precision", "32", "--trainer.default_root_dir", str(tmp_path),
+              "--data.num_workers", "0", *CPU, "--trainer.precision", "32", "--trainer.default_root_dir", str(tmp_path),
               "--trainer.logger.init_args.save_dir", str(tmp_path)])
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_help_lists_every_command_and_only_those_that_do_something(capsys):
+    main(["--help"])
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert listed == ["fit", "validate", "sft", "check", "evaluate", "export", "merge", "generate", "prompt", "warm"]
+    for command in ("test", "predict"):
+        with pytest.raises(UsageError, match=f"unknown command '{command}'"):
+            main([command])
+    with pytest.raises(UsageError, match="unknown command 'fitt' \\(did you mean 'fit'\\?\\)"):
+        main(["fitt"])
+
+
+def run_entry(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["corl", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        entry()
+    return str(exit_.value.code)
+
+
+def test_errors_are_a_line_or_two_and_the_traceback_comes_when_asked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = run_entry(monkeypatch, "fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.grop_size", "4")
+    assert message == ("corl: error: unrecognized arguments: --model.grop_size 4 (--model.grop_size: did you mean "
+                       "--model.group_size?); `corl fit --help` lists every option")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a"}\n')
+    bad = ["export", str(tmp_path / "nothing.ckpt"), str(tmp_path / "out")]
+    message = run_entry(monkeypatch, *bad)
+    assert message.splitlines() == [f"corl: error: no checkpoint at {tmp_path / 'nothing.ckpt'}",
+                                    "(the full traceback: add --debug, or set CORL_DEBUG=1)"]
+    monkeypatch.setattr(sys, "argv", ["corl", *bad, "--debug"])
+    with pytest.raises(FileNotFoundError):
+        entry()
+    monkeypatch.setenv("CORL_DEBUG", "1")
+    monkeypatch.setattr(sys, "argv", ["corl", *bad])
+    with pytest.raises(FileNotFoundError):
+        entry()
+
+
+def test_a_data_set_smaller_than_the_validation_interval_says_which_setting(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    fit = ["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.model", "tiny", "--data.length", "4",
+           "--data.batch_size", "2", "--trainer.enable_progress_bar", "false", "--model.max_completion_tokens", "4",
+           "--trainer.logger", "false", "--trainer.max_steps", "2", "--model.log_media_every_n_steps", "0"]
+    with pytest.raises(DataError, match=r"2 rollout\(s\) per epoch \(4 examples, data.batch_size 2\), fewer than "
+                       r"trainer.val_check_interval = 9: set --trainer.val_check_interval 2 or less"):
+        main(fit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main([*fit, "--data.val_source", "null"])  # no held-out data: no interval to reach
+    assert (tmp_path / "checkpoints/demo/s1/last.ckpt").is_file()
+    noise = [str(w.message) for w in caught if "args parameter" in str(w.message)]
+    noise += [r.getMessage() for r in caplog.records if "Tip" in r.getMessage()]
+    assert not noise, "no Lightning adverts or warnings about how corl calls it"
 
 
 def test_the_tools_start_without_lightning():

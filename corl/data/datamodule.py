@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from corl.data.procedural import ProceduralExamples
-from corl.data.readers import ExampleFiles
+from corl.data.readers import DataError, ExampleFiles
 from corl.data.sampling import ResumableBatches
 from corl.data.schema import ExampleBatch, Kind, collate_examples
 
@@ -102,9 +102,27 @@ class ExampleDataModule(L.LightningDataModule):
         hp = self.hparams
         world, rank = self._ranks()
         batches = ResumableBatches(len(self.dataset), hp.batch_size, hp.seed, hp.shuffle, world, rank)
+        self._check_validation_interval(len(batches))
         return StatefulDataLoader(self.dataset, batch_sampler=batches, num_workers=hp.num_workers,
                                   collate_fn=collate_examples, persistent_workers=hp.num_workers > 0,
                                   generator=self._generator())
+
+    def _check_validation_interval(self, batches: int) -> None:
+        """No validation without held-out data; with it, an interval the epoch can reach, said in corl's terms."""
+        trainer = self.trainer
+        if trainer is None:
+            return
+        if self.val_dataset is None:
+            trainer.limit_val_batches = 0  # else Lightning checks an interval for validation that never runs
+            return
+        interval = trainer.val_check_interval
+        if isinstance(interval, int) and trainer.check_val_every_n_epoch is not None and batches < interval:
+            raise DataError(
+                f"data.source gives {batches} rollout(s) per epoch ({len(self.dataset)} examples, data.batch_size "
+                f"{self.hparams.batch_size}), fewer than trainer.val_check_interval = {interval}: set "
+                f"--trainer.val_check_interval {max(batches, 1)} or less, --trainer.check_val_every_n_epoch null "
+                "(count the interval across epochs), or --data.val_source null (no validation)"
+            )
 
     def val_dataloader(self) -> StatefulDataLoader | list:
         """Held-out batches in a fixed order, split across ranks (none when ``val_source`` is unset)."""

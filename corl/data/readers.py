@@ -24,6 +24,10 @@ TEXT_COLUMNS = ("prompt", "qa_problem", "qa_solution", "qa_type")
 log = logging.getLogger(__name__)
 
 
+MISSING = "missing column(s)"
+SKIP_HINT = "(data.skip_bad_rows: true skips such rows, counted in the log)"
+
+
 class DataError(ValueError):
     """Bad input data; the message names the file and the row."""
 
@@ -136,19 +140,28 @@ class ExampleFiles(Dataset):
                     self.index.append((position, number, where))
                 elif skip_bad_rows:
                     self.skipped += 1
+                elif number == 0 and problem.startswith(MISSING):
+                    raise DataError(self._absent_columns(file, row))
                 else:
-                    raise DataError(f"{file}, row {number}: {problem}")
+                    raise DataError(f"{file}, row {number}: {problem} {SKIP_HINT}")
         if self.skipped:
             log.warning("skipped %d row(s) with missing fields in %s", self.skipped, path)
 
     def __len__(self) -> int:
         return len(self.index)
 
+    def _absent_columns(self, file: Path, first: dict[str, Any]) -> str:
+        """A file whose first row lacks columns: most likely the whole file names them otherwise."""
+        absent = {ours: theirs for ours, theirs in self.columns.items() if first.get(theirs) is None}
+        example = ", ".join(f"{ours}: <your column>" for ours in absent)
+        return (f"{file}: no column(s) {sorted(absent.values())} in its first row (it has {sorted(first)}). Name "
+                f"yours with data.columns ({{{example}}}), or give every row a value with data.defaults")
+
     def _problem(self, row: dict[str, Any]) -> str | None:
         """What is wrong with a row's fields (images are checked when decoded), or None."""
         missing = [theirs for theirs in self.columns.values() if row.get(theirs) is None]
         if missing:
-            return f"missing column(s) {missing}"
+            return f"{MISSING} {missing}"
         for ours, theirs in self.columns.items():
             if ours not in TEXT_COLUMNS:
                 continue
@@ -204,5 +217,6 @@ class ExampleFiles(Dataset):
                 log.warning("%s, row %d: skipped, cannot read column %r: %s", file, number,
                             self.columns["real_image"], err)
                 return None
-            raise DataError(f"{file}, row {number}: cannot read column {self.columns['real_image']!r}: {err}") from err
+            raise DataError(f"{file}, row {number}: cannot read column {self.columns['real_image']!r}: {err} "
+                            f"{SKIP_HINT}") from err
         return Example(**{k: v if k == "real_image" else str(v) for k, v in values.items()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ TINY_WARM = "tiny-warm"
 RANDOM_PRO_1B = "random:janus-pro-1b"
 HF, DEEPSEEK = "hf", "deepseek"
 FORMATS = {"janus": HF, "multi_modality": DEEPSEEK}  # config.json's model_type -> the folder's layout
+BUILT_IN = (TINY, TINY_WARM, RANDOM_PRO_1B)  # models named rather than read from a path
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -95,13 +97,35 @@ def _model_source(model: str) -> tuple[Path, bool]:
             f"{path} is a peft adapter folder (corl export --adapters-only), not a whole model: use the model its "
             "adapters were trained on, or the merged export of the run (corl export without --adapters-only)"
         )
-    if not local and (path.exists() or not _looks_like_hub_id(model)):
-        raise FileNotFoundError(
-            f"no Janus weights at {path} (config.json missing). Download them once, e.g. "
-            f"`hf download deepseek-community/Janus-Pro-1B --local-dir {path}`, then point model.model at that "
-            "folder; or use model: tiny for the embedded default."
-        )
+    if not local and (path.exists() or not _looks_like_hub_id(model) or not on_hub(model)):
+        raise FileNotFoundError(missing_model(path))
     return path, local
+
+
+def missing_model(path: Path) -> str:
+    """Why ``path`` cannot be loaded and the download that fixes it."""
+    size = "7B" if "7b" in path.name.lower() else "1B"
+    what = "has no config.json" if path.is_dir() else "does not exist"
+    return (f"no Janus weights at {path} (the folder {what}). Download them once: `hf download "
+            f"deepseek-community/Janus-Pro-{size} --local-dir {path}` (or deepseek-ai/Janus-Pro-{size}, DeepSeek's "
+            "layout: corl reads both); or use model: tiny for the embedded default")
+
+
+def on_hub(repo_id: str) -> bool:
+    """Whether the Hugging Face hub has model ``repo_id``, asked once, briefly, and only when online.
+
+    A name of two path parts may be a local folder not yet downloaded (``checkpoints/Janus-Pro-1B``):
+    it is taken for a hub id only when the hub knows it, so a missing folder is reported as one at once.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return False
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(repo_id, timeout=5)
+    except Exception:  # noqa: BLE001 - offline, unknown repository, gated: all mean "not a usable hub id"
+        return False
+    return True
 
 
 def folder_format(path: Path) -> str:

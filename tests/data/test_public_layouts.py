@@ -56,7 +56,10 @@ def test_stage2_t2i_layout_needs_only_prompt_and_image(tmp_path):
     data = ExampleFiles(write_shards(tmp_path, rows), kind="t2i")
     example = data[3]
     assert example.prompt == "p3" and example.qa_problem is None
-    with pytest.raises(DataError, match="row 0: missing column.*qa_problem"):
+    # a whole file without the column: the two settings that fix it, not "row 0"
+    with pytest.raises(DataError, match=r"no column\(s\) \['qa_problem', 'qa_solution', 'qa_type'\] in its first "
+                       r"row \(it has \['prompt', 'real_image'\]\)\. Name yours with data.columns \(\{qa_problem: "
+                       r"<your column>.*or give every row a value with data.defaults"):
         ExampleFiles(tmp_path, kind="triplet")
 
 

@@ -3,15 +3,35 @@ import json
 import pytest
 
 from corl.checkpoints import export
-from corl.modules.loading import check_processor, load_janus
+from corl.modules.loading import check_processor, load_janus, on_hub
 from corl.modules.tiny import build_tiny_janus
 
 
 def test_missing_folder_is_explained(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no Janus weights at .*hf download deepseek-community"):
-        load_janus(str(tmp_path / "nothing-here"))
-    with pytest.raises(FileNotFoundError, match="config.json missing"):
+    missing = tmp_path / "nothing-here"
+    with pytest.raises(FileNotFoundError, match=f"no Janus weights at {missing} .*`hf download "
+                       f"deepseek-community/Janus-Pro-1B --local-dir {missing}`"):
+        load_janus(str(missing))
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
         load_janus(str(tmp_path))  # a folder without a model
+
+
+def test_a_relative_folder_is_never_taken_for_a_hub_id(monkeypatch, tmp_path):
+    # checkpoints/Janus-Pro-1B has two path parts, like a hub id: it is one only where the hub knows it.
+    monkeypatch.chdir(tmp_path)
+    asked = []
+    monkeypatch.setattr("corl.modules.loading.on_hub", lambda name: asked.append(name) or False)
+    with pytest.raises(FileNotFoundError, match="--local-dir checkpoints/Janus-Pro-1B`"):
+        load_janus("checkpoints/Janus-Pro-1B")
+    assert asked == ["checkpoints/Janus-Pro-1B"]
+
+
+def test_the_hub_is_asked_once_and_never_offline(monkeypatch):
+    calls = []
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", lambda self, repo, timeout: calls.append((repo, timeout)))
+    assert on_hub("deepseek-community/Janus-Pro-1B") and calls == [("deepseek-community/Janus-Pro-1B", 5)]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not on_hub("deepseek-community/Janus-Pro-1B") and len(calls) == 1  # offline: not even asked
 
 
 def test_unknown_dtype_is_refused():

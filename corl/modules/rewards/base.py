@@ -74,6 +74,10 @@ class ImageReward:
     def setup(self) -> None:
         """Load the scorer (once). The module calls this before training, so missing files fail at start."""
 
+    def missing(self) -> list[str]:
+        """The files or programs the reward needs that are absent, each with its fix; checked before loading."""
+        return []
+
     def __call__(self, samples: GeneratedImages) -> torch.Tensor:
         """Rewards ``[R]``, one per generated image; NaN where an image cannot be scored."""
         raise NotImplementedError
@@ -124,6 +128,11 @@ class TextReward:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The scores and their parts, as ``ImageReward.scored``: a text reward has none."""
         return self(completions, **columns), {}
+
+
+def missing(*parts: object) -> list[str]:
+    """What the parts need that is absent: each part's ``missing()``, where it has one."""
+    return [problem for part in parts if hasattr(part, "missing") for problem in part.missing()]
 
 
 def resolve_text_reward(fn: str) -> Callable[..., list[float]]:

@@ -57,9 +57,7 @@ class ClipScoreReward(ImageReward):
         if self._model is None:
             self._model, self._tokenizer = self._load()
 
-    def _load(self):
-        import open_clip  # heavy; imported only when the reward is used
-
+    def _checkpoint(self) -> Path:
         path = Path(self.checkpoint).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
@@ -68,6 +66,20 @@ class ClipScoreReward(ImageReward):
                 "laion/CLIP-ViT-B-32-laion2B-s34B-b79K open_clip_pytorch_model.bin --local-dir checkpoints/clip` "
                 "(the weights of model ViT-B-32, pretrained_tag laion2b_s34b_b79k), and set checkpoint to the file."
             )
+        return path
+
+    def missing(self) -> list[str]:
+        """The CLIP weights file, where it is absent (``corl check``)."""
+        try:
+            self._checkpoint()
+        except FileNotFoundError as err:
+            return [str(err)]
+        return []
+
+    def _load(self):
+        import open_clip  # heavy; imported only when the reward is used
+
+        path = self._checkpoint()
         if self.model.startswith(("hf-hub:", "local-dir:")):
             raise ValueError(
                 f"CLIP model {self.model!r}: give an open_clip model name (e.g. ViT-B-32) and the weights file in "

@@ -68,6 +68,16 @@ class ImageConsistencyReward(ImageReward):
             )
         return path
 
+    def missing(self) -> list[str]:
+        """The trunk weights, where they are needed and absent (``corl check``)."""
+        if self.random_trunk:
+            return []
+        try:
+            self._find_trunk()
+        except FileNotFoundError as err:
+            return [str(err)]
+        return []
+
     def setup(self) -> None:
         """Build LPIPS once, on the CPU; it follows the images to their device on first use."""
         if self._metric is None:

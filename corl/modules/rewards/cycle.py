@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from corl.modules.rewards.base import GeneratedImages, ImageReward
+from corl.modules.rewards.base import GeneratedImages, ImageReward, missing
 from corl.modules.rewards.caption_metrics import CaptionMetric, CiderD
 from corl.modules.rewards.captioners import Captioner, SelfCaptioner
 from corl.modules.rewards.consistency import ImageConsistencyReward
@@ -43,6 +43,10 @@ class CycleConsistencyReward(ImageReward):
         self.captioner = captioner or SelfCaptioner()
         self.caption_metric = caption_metric or CiderD()
         self.last_captions: list[str] = []  # the latest re-captions, for logging
+
+    def missing(self) -> list[str]:
+        """What its parts need that is absent (``corl check``)."""
+        return missing(self.similarity, self.captioner, self.caption_metric)
 
     def setup(self) -> None:
         """Load LPIPS, the captioner and the caption metric (SPICE starts its JVM here)."""

@@ -53,18 +53,30 @@ class HFCaptioner(Captioner):
         self._processor = None
         self._echo = ""
 
-    def setup(self) -> None:
-        """Load the processor and model once, on the CPU; a missing folder fails here, at start."""
-        if self._model is not None:
-            return
+    def _folder(self) -> Path:
         folder = Path(self.path).expanduser()
         if not (folder / "config.json").is_file():
             what = "has no config.json" if folder.is_dir() else "does not exist"
             raise FileNotFoundError(
                 f"captioner folder {folder} {what}. corl never downloads models: fetch it once on a machine with "
-                "internet, e.g. `hf download Salesforce/blip-image-captioning-large --local-dir "
-                "checkpoints/blip-large`, and set path to that folder."
+                f"internet, e.g. `hf download Salesforce/blip-image-captioning-large --local-dir {self.path}`, "
+                "or set path to the folder that has it."
             )
+        return folder
+
+    def missing(self) -> list[str]:
+        """The captioner's folder, where it is absent (``corl check``)."""
+        try:
+            self._folder()
+        except FileNotFoundError as err:
+            return [str(err)]
+        return []
+
+    def setup(self) -> None:
+        """Load the processor and model once, on the CPU; a missing folder fails here, at start."""
+        if self._model is not None:
+            return
+        folder = self._folder()
         from transformers import AutoModelForImageTextToText, AutoProcessor  # heavy; only when used
 
         self._processor = AutoProcessor.from_pretrained(folder)

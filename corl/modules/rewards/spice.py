@@ -239,6 +239,10 @@ class Spice(CaptionMetric):
         """Process id of the Java server, None before ``setup()``."""
         return None if self._process is None else self._process.pid
 
+    def missing(self) -> list[str]:
+        """Java and the CoreNLP jars, where absent (``corl check``)."""
+        return [f"SPICE: {problem}" for problem in problems(cache_dir(self.cache), self.java)]
+
     def command(self) -> list[str]:
         """The Java command line; raises with what is missing and how to fix it."""
         folder = cache_dir(self.cache)

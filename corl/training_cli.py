@@ -1,0 +1,92 @@
+"""``corl fit | validate | sft``: LightningCLI with corl's command line manners.
+
+Only the subcommands that do something here are offered (``test`` and ``predict`` have no step in
+corl), a misspelt option is answered with the option meant, and the preflight (``corl.preflight``)
+runs on the parsed config before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from argparse import ArgumentError
+
+from lightning.pytorch.cli import LightningCLI
+
+from corl.data.datamodule import ExampleDataModule
+from corl.errors import UsageError
+from corl.modules.corl_module import CoRLModule
+from corl.preflight import problems, report
+
+SUBCOMMANDS = ("fit", "validate")
+
+
+class CorlCLI(LightningCLI):
+    """LightningCLI over a corl module and the example DataModule.
+
+    Args:
+        check_only: run the preflight on the parsed config, print its report and exit (``corl check``).
+    """
+
+    def __init__(self, *args, check_only: bool = False, **kwargs) -> None:
+        self.check_only = check_only
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def run_command(cls, argv: list[str], check_only: bool = False) -> CorlCLI:
+        """Run ``corl fit | validate | sft`` with ``argv`` (the command first)."""
+        module = CoRLModule
+        if argv[0] == "sft":  # supervised fine-tuning: a fit of the SFT module
+            from corl.modules.sft_module import SFTModule
+
+            module, argv = SFTModule, ["fit", *argv[1:]]
+        strict = {"exit_on_error": False}
+        return cls(
+            module,
+            ExampleDataModule,
+            args=argv,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,  # the module owns AdamW and its schedule (see its arguments)
+            parser_kwargs={**strict, **{name: strict for name in SUBCOMMANDS}},
+            check_only=check_only,
+        )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Only fit and validate: test and predict have nothing to run in corl."""
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name in SUBCOMMANDS}
+
+    def before_instantiate_classes(self) -> None:
+        """The preflight: everything the config needs that is missing, before the model is loaded."""
+        subcommand = self.config.get("subcommand")
+        config = (self.config[subcommand] if subcommand else self.config).as_dict()
+        found = problems(config)
+        name = ", ".join(str(path) for path in config.get("config") or []) or "the command line"
+        if self.check_only:
+            print(report(found, name))
+            sys.exit(1 if found else 0)
+        if found:
+            raise UsageError(report(found, name) + "\n(`corl check` runs this check alone)")
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse ``args``; a bad option is a one-line ``UsageError`` that names the option meant."""
+        try:
+            self.config = parser.parse_args(args)
+        except ArgumentError as err:
+            raise UsageError(self._explain(str(err), args)) from err
+
+    def _explain(self, message: str, args) -> str:
+        command = args[0] if args else "fit"
+        known = sorted({option for sub in self._subcommand_parsers.values() for action in sub._actions
+                        for option in action.option_strings if option.startswith("--")})
+        unknown = re.findall(r"(--[\w.]+)", message.split("\n")[0]) or re.findall(r'Key "([\w.]+)"', message)
+        hints = []
+        for option in unknown:
+            option = option if option.startswith("--") else f"--{option}"
+            close = difflib.get_close_matches(option, known, n=1, cutoff=0.75)
+            if close:
+                hints.append(f"{option}: did you mean {close[0]}?")
+        first = message.strip().split("\n")[0]
+        more = f" ({'; '.join(hints)})" if hints else ""
+        return f"{first}{more}; `corl {command} --help` lists every option"
