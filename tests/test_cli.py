@@ -10,6 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.cli import LightningCLI
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar.layout_pb2 import Layout
 
 from corl.cli import entry, main
 from corl.data.datamodule import ExampleDataModule
@@ -144,6 +145,12 @@ def test_demo_config_trains_and_logs_to_tensorboard(tmp_path, monkeypatch):
     grid = events.Images("samples/images")[0]
     assert grid.width > grid.height  # a row per example: the real image then G samples
     assert any("samples/completions" in tag for tag in events.Tags()["tensors"])
+    completions = events.Tensors("samples/completions/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert completions.startswith("| question | ground truth | completion | rewards |")
+    assert "accuracy " in completions.splitlines()[2] and "format " in completions.splitlines()[2]
+    layout = Layout.FromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    first = layout.category[0]
+    assert first.title.startswith("rewards") and first.chart[0].multiline.tag == ["^reward/cycle/mean$", "^val/cycle$"]
     assert (tmp_path / "checkpoints/demo/s1/last.ckpt").is_file(), "stage 2 starts from this checkpoint"
 
 

@@ -32,7 +32,7 @@ from corl.modules.grpo import (
     policy_loss,
 )
 from corl.modules.loading import load_janus
-from corl.modules.logging_media import log_media
+from corl.modules.logging_media import log_media, write_layout
 from corl.modules.lora import LoRA, check_resumable
 from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
 from corl.modules.optim import adamw_with_schedule
@@ -260,9 +260,11 @@ class CoRLModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- the algorithm
     def on_train_start(self) -> None:
-        """Count the unreadable rows the data set left out when it was opened, once."""
+        """Count the unreadable rows the data set left out when it was opened, once; lay out TensorBoard."""
         dataset = getattr(self.trainer.datamodule, "dataset", None) if self.trainer.datamodule else None
         self.skipped_at_opening = getattr(dataset, "skipped", 0)  # every rank opens the same files
+        if self.trainer.is_global_zero:
+            write_layout(self.logger, [reward.name for reward in (*self.image_rewards, *self.text_rewards)])
 
     def on_train_end(self) -> None:
         """Make ``last.ckpt`` the final weights even when the last step is not a multiple of ``every_n_train_steps``.
@@ -532,6 +534,7 @@ class CoRLModule(L.LightningModule):
             if rollout.text is not None:
                 sums["text/replay_gap"] = float((text_logps - rollout.text.old_logps).abs().max())
                 rollout.text.old_logps = text_logps
+        used_lr = optimizer.param_groups[0]["lr"]  # logged: the rate of the rollout's last update
         for _ in range(hp.mu):
             optimizer.zero_grad(set_to_none=True)
             step: dict[str, float] = {}
@@ -548,9 +551,10 @@ class CoRLModule(L.LightningModule):
                 continue
             if hp.grad_clip > 0:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.grad_clip, gradient_clip_algorithm="norm")
+            used_lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
-        sums["lr"] = scheduler.get_last_lr()[0]
+        sums["lr"] = used_lr
         sums["train/skipped_steps"] = self.skipped_steps
         return sums
 
