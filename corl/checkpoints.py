@@ -59,6 +59,16 @@ def is_exported_folder(path: Path) -> bool:
     return path.is_dir() and not is_sharded_checkpoint(path)
 
 
+def checkpoint_entry(path: str | Path, key: str):
+    """One top-level entry of a checkpoint (file or FSDP folder), read without loading its tensors; None if absent."""
+    path = Path(path)
+    if is_sharded_checkpoint(path):
+        return _load(path / SHARDED_META).get(key)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True).get(key)
+    return None
+
+
 def _load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 

@@ -88,6 +88,9 @@ def quiet_lightning() -> None:
     # Lightning's hint for manual optimisation: a checkpoint holds the state after the step, which is what
     # an exact resume continues from (corl.resume), so the page-long example it prints is noise.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    # Deprecations inside torchdata and Lightning themselves, nothing a corl user can change.
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_no_tips)
 

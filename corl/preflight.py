@@ -33,7 +33,8 @@ def problems(config: dict[str, Any]) -> list[str]:
     for reward in (model.get("image_rewards") or []):
         found += [f"model.image_rewards ({_class_name(reward)}): {p}" for p in _build(reward).missing()]
     found += _devices(trainer)
-    if config.get("ckpt_path") and not Path(config["ckpt_path"]).expanduser().exists():
+    named = ("last", "hpc", "registry")  # Lightning finds these itself (none yet: a fresh start)
+    if config.get("ckpt_path") not in (None, *named) and not Path(config["ckpt_path"]).expanduser().exists():
         found.append(f"ckpt_path: no checkpoint at {config['ckpt_path']} to resume from (a run's last.ckpt)")
     return found
 

@@ -11,12 +11,16 @@ import difflib
 import re
 import sys
 from argparse import ArgumentError
+from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
+from corl.checkpoints import checkpoint_entry
 from corl.data.datamodule import ExampleDataModule
 from corl.errors import UsageError
 from corl.modules.corl_module import CoRLModule
+from corl.preemption import LOGGER_VERSION, Preemption
 from corl.preflight import problems, report
 
 SUBCOMMANDS = ("fit", "validate")
@@ -36,21 +40,23 @@ class CorlCLI(LightningCLI):
     @classmethod
     def run_command(cls, argv: list[str], check_only: bool = False) -> CorlCLI:
         """Run ``corl fit | validate | sft`` with ``argv`` (the command first)."""
-        module = CoRLModule
+        module, typed = CoRLModule, list(argv)
         if argv[0] == "sft":  # supervised fine-tuning: a fit of the SFT module
             from corl.modules.sft_module import SFTModule
 
             module, argv = SFTModule, ["fit", *argv[1:]]
         strict = {"exit_on_error": False}
-        return cls(
+        cli = cls(
             module,
             ExampleDataModule,
             args=argv,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,  # the module owns AdamW and its schedule (see its arguments)
             parser_kwargs={**strict, **{name: strict for name in SUBCOMMANDS}},
+            trainer_defaults={"callbacks": [Preemption(typed)]},
             check_only=check_only,
         )
+        return cli
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -68,6 +74,12 @@ class CorlCLI(LightningCLI):
             sys.exit(1 if found else 0)
         if found:
             raise UsageError(report(found, name) + "\n(`corl check` runs this check alone)")
+        trainer = self.config[subcommand].trainer if subcommand else self.config.trainer
+        if trainer.get("enable_progress_bar") is not False:
+            callbacks = trainer.callbacks or []
+            if not any("ProgressBar" in str(getattr(c, "class_path", "")) for c in callbacks):
+                trainer.callbacks = [*callbacks, Namespace(class_path="corl.progress.StepProgressBar")]
+        _continue_logging(trainer, config.get("ckpt_path"))
 
     def parse_arguments(self, parser, args) -> None:
         """Parse ``args``; a bad option is a one-line ``UsageError`` that names the option meant."""
@@ -90,3 +102,19 @@ class CorlCLI(LightningCLI):
         first = message.strip().split("\n")[0]
         more = f" ({'; '.join(hints)})" if hints else ""
         return f"{first}{more}; `corl {command} --help` lists every option"
+
+
+def _continue_logging(trainer, ckpt_path: str | None) -> None:
+    """A resumed run logs into the TensorBoard run it stopped in, not a new ``version_N``."""
+    logger = trainer.get("logger")
+    if not ckpt_path or not isinstance(logger, Namespace) or logger.get("init_args") is None:
+        return
+    if logger.init_args.get("version") is not None or "version" not in logger.init_args:
+        return
+    path = Path(ckpt_path)
+    if ckpt_path == "last":
+        folders = [c.init_args.get("dirpath") for c in trainer.callbacks or []
+                   if str(getattr(c, "class_path", "")).endswith("ModelCheckpoint") and c.get("init_args")]
+        path = Path(next((f for f in folders if f), ".")) / "last.ckpt"
+    if path.exists():
+        logger.init_args.version = checkpoint_entry(path, LOGGER_VERSION)

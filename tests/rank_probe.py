@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import signal
+import signal as signal_module
 from pathlib import Path
 
 import lightning as L
@@ -101,6 +102,17 @@ class KillAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step:
             os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+class SignalAt(L.Callback):
+    """Sends ``signal`` to this process as step ``step`` starts, the way a scheduler warns before preempting."""
+
+    def __init__(self, step: int, signal: str = "SIGTERM"):
+        self.step, self.signal = step, getattr(signal_module, signal)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signal)
 
 
 def constant_for_counting(completions, qa_problem, **columns):

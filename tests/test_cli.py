@@ -264,6 +264,17 @@ def test_errors_are_a_line_or_two_and_the_traceback_comes_when_asked(tmp_path, m
         entry()
 
 
+def test_the_progress_bar_counts_optimiser_steps_as_max_steps_does(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.model", "tiny", "--trainer.max_steps", "4",
+          "--model.mu", "2", "--data.batch_size", "2", "--model.max_completion_tokens", "4", "--trainer.logger",
+          "false", "--model.log_media_every_n_steps", "0", "--trainer.val_check_interval", "null"])
+    captured = capsys.readouterr()
+    bar = (captured.out + captured.err).replace("\r", "\n")
+    assert "step (epoch 0): 100%" in bar and "| 4/4 [" in bar, "2 rollouts of mu = 2 steps: 4 of max_steps 4"
+    assert "/-2" not in bar and "2/2 [" not in bar
+
+
 def test_a_data_set_smaller_than_the_validation_interval_says_which_setting(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     fit = ["fit", "-c", str(ROOT / "configs/demo/s1.yaml"), "--model.model", "tiny", "--data.length", "4",

@@ -23,7 +23,7 @@ STEPS = 4
 KILLED_AT = 2  # the process dies as step 3 starts, right after step 2's checkpoint was written
 
 
-def fit(folder: Path, *args: str, devices: int = 1) -> subprocess.CompletedProcess:
+def fit(folder: Path, *args: str, devices: int = 1, every: int = 1) -> subprocess.CompletedProcess:
     """``corl fit`` of the demo's stage 1, small, checkpointing every step; each step logged by StepLog.
 
     One pass per rollout (``mu`` 1), so that optimiser steps, rollouts and logged steps are one count.
@@ -33,7 +33,7 @@ def fit(folder: Path, *args: str, devices: int = 1) -> subprocess.CompletedProce
         "trainer:\n"
         "  callbacks:\n"
         "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
-        "      init_args: {dirpath: checkpoints, save_last: true, every_n_train_steps: 1}\n"
+        f"      init_args: {{dirpath: checkpoints, save_last: true, every_n_train_steps: {every}}}\n"
         "    - class_path: rank_probe.StepLog\n"
         "      init_args: {out: steps}\n"
     )
@@ -101,6 +101,24 @@ def assert_same_run(whole: Path, broken: Path, rank: int = 0) -> None:
     assert (broken / weights).read_text() == (whole / weights).read_text(), f"bit-identical weights on {machine()}"
     # Validation after step 2 ran before the kill and is not repeated; step 4's scores the resumed weights.
     assert validations(broken, rank) == validations(whole, rank)
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_mid_step_saves_the_step_and_the_printed_command_resumes_exactly(tmp_path, name):
+    # No periodic checkpoint before the end: what the run keeps, the signal made it save.
+    whole, broken = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    assert fit(whole, every=100).returncode == 0
+    stopped = fit(broken, "--trainer.callbacks+=rank_probe.SignalAt", "--trainer.callbacks.step", str(KILLED_AT),
+                  "--trainer.callbacks.signal", name, every=100)
+    number = {"SIGTERM": 15, "SIGINT": 2}[name]
+    assert stopped.returncode == 128 + number, stopped.stderr[-3000:]
+    assert [s["step"] for s in steps(broken)] == list(range(1, KILLED_AT + 2)), "the step under way is finished"
+    resume = stopped.stdout.split("Resume with:\n", 1)[1].strip().split()
+    assert resume[0] == "corl" and resume[-2:] == ["--ckpt_path", str(broken / "checkpoints" / "last.ckpt")]
+    resumed = fit(broken, *resume[resume.index("--ckpt_path"):], every=100)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(whole, broken)
+    assert [p.name for p in (broken / "runs" / "demo_s1").iterdir()] == ["version_0"], "one TensorBoard run"
 
 
 def test_procedural_run_killed_after_a_checkpoint_resumes_exactly(tmp_path):
