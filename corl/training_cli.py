@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 from corl.checkpoints import checkpoint_entry
 from corl.data.datamodule import ExampleDataModule
 from corl.errors import UsageError
+from corl.lightning_internals import cli_options
 from corl.modules.corl_module import CoRLModule
 from corl.preemption import LOGGER_VERSION, Preemption
 from corl.preflight import problems, report
@@ -90,8 +91,7 @@ class CorlCLI(LightningCLI):
 
     def _explain(self, message: str, args) -> str:
         command = args[0] if args else "fit"
-        known = sorted({option for sub in self._subcommand_parsers.values() for action in sub._actions
-                        for option in action.option_strings if option.startswith("--")})
+        known = cli_options(self)
         unknown = re.findall(r"(--[\w.]+)", message.split("\n")[0]) or re.findall(r'Key "([\w.]+)"', message)
         hints = []
         for option in unknown:

@@ -13,6 +13,7 @@ from corl.data.procedural import ProceduralExamples
 from corl.data.readers import DataError, ExampleFiles
 from corl.data.sampling import ResumableBatches
 from corl.data.schema import ExampleBatch, Kind, collate_examples
+from corl.lightning_internals import keep_own_sampler
 
 
 class ExampleDataModule(L.LightningDataModule):
@@ -79,7 +80,7 @@ class ExampleDataModule(L.LightningDataModule):
         if self.trainer is not None:
             # The loaders split the data across ranks themselves, in an order a checkpoint can resume;
             # Lightning must not wrap them in a DistributedSampler of its own.
-            self.trainer._accelerator_connector.use_distributed_sampler = False
+            keep_own_sampler(self.trainer)
         hp = self.hparams
         if self.dataset is None:
             self.dataset = self._open(hp.source, hp.length, hp.seed)

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from corl.data.schema import ExampleBatch
+from corl.lightning_internals import logged_step, save_last_if_behind
 from corl.modules.decoding import DecodeMode
 from corl.modules.dynamic_sampling import combine, informative_groups, pick_groups
 from corl.modules.grpo import (
@@ -272,9 +273,7 @@ class CoRLModule(L.LightningModule):
         Lightning's checkpoint callback keeps the last periodic save otherwise, and stage 2, merges and
         exports start from ``last.ckpt``.
         """
-        for callback in self.trainer.checkpoint_callbacks:
-            if callback.save_last and callback._last_global_step_saved != self.global_step:
-                callback._save_last_checkpoint(self.trainer, callback._monitor_candidates(self.trainer))
+        save_last_if_behind(self.trainer)
 
     # ------------------------------------------------------------------------------ exact resume
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -380,7 +379,7 @@ class CoRLModule(L.LightningModule):
 
     def logging_step(self) -> int:
         """The step this batch's scalars are logged at: Lightning counts batches, not the mu optimiser steps."""
-        return self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        return logged_step(self.trainer)
 
     def tasks(self) -> tuple[str, ...]:
         """The tasks that have rewards."""
