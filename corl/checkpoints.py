@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from corl.checkpoint_io import complete_checkpoint
-from corl.modules.loading import DEEPSEEK, DTYPES, HF, load_janus
+from corl.modules.loading import load_janus
 from corl.modules.lora import merge_adapters, save_adapters, saved_lora
+from corl.names import DEEPSEEK, DTYPES, HF
 
 POLICY_PREFIX = "policy.model."
 SHARDED_INDEX = ".metadata"  # torch.distributed.checkpoint's index of the shards

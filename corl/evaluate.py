@@ -20,7 +20,7 @@ import torch
 from corl.data.procedural import ProceduralExamples
 from corl.data.readers import ExampleFiles
 from corl.data.schema import collate_examples
-from corl.modules.loading import BUILT_IN
+from corl.names import BUILT_IN
 from corl.resume import seeded
 
 HELD_OUT_SEED = 424_242  # procedural examples no training config draws (they use seeds 0 and 1)

@@ -14,7 +14,8 @@ from typing import Any
 
 from corl.data.readers import DataError, data_files
 from corl.errors import UsageError
-from corl.modules.loading import BUILT_IN, folder_format, missing_model, on_hub
+from corl.modules.loading import folder_format, missing_model, on_hub
+from corl.names import BUILT_IN
 
 # The public data sets of the paper, by the folder name a download gives them (README's commands).
 PUBLIC_DATA = {name: f"mm-vl/{name}" for name in ("x2x_rft_22k", "x2x_rft_16k", "mcot_r1_mcq_66k", "mcot_r1_vqa_66k")}

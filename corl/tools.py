@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from corl.evaluate import add_parser as add_evaluate_parser
 from corl.generate import add_parser as add_generate_parser
+from corl.names import DTYPES
 from corl.prompt_tool import add_parser as add_prompt_parser
 
 
@@ -99,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=merge_command)
     add_generate_parser(commands)
     for sub in commands.choices.values():
-        sub.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+        sub.add_argument("--dtype", default="float32", choices=list(DTYPES))
     add_evaluate_parser(commands)  # its model settings (dtype included) come from a config
     add_prompt_parser(commands)
     return root

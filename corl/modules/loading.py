@@ -6,15 +6,7 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
-TINY = "tiny"
-TINY_WARM = "tiny-warm"
-RANDOM_PRO_1B = "random:janus-pro-1b"
-HF, DEEPSEEK = "hf", "deepseek"
-FORMATS = {"janus": HF, "multi_modality": DEEPSEEK}  # config.json's model_type -> the folder's layout
-BUILT_IN = (TINY, TINY_WARM, RANDOM_PRO_1B)  # models named rather than read from a path
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from corl.names import DEEPSEEK, DTYPES, LAYOUTS, RANDOM_PRO_1B, TINY, TINY_WARM
 
 
 def load_janus(model: str, dtype: str = "float32", seed: int = 0):
@@ -132,8 +124,8 @@ def folder_format(path: Path) -> str:
     """``hf`` or ``deepseek``: the layout of a model folder, from its config.json; anything else is refused."""
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     kind = config.get("model_type")
-    if kind in FORMATS:
-        return FORMATS[kind]
+    if kind in LAYOUTS:
+        return LAYOUTS[kind]
     raise ValueError(
         f"{path} holds a model_type {kind!r} model (architectures {config.get('architectures')}), not Janus: corl "
         f"reads Janus in transformers' layout (model_type 'janus', e.g. deepseek-community/Janus-Pro-1B) or in "

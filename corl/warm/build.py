@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from corl.modules.loading import TINY_WARM
 from corl.modules.tiny import JanusSizes
+from corl.names import TINY_WARM
 
 # The sizes the recipe's budget learns in: a 64 px scene is 8 x 8 = 64 image tokens (patches of 8 px);
 # the VQ has 64 channels (GroupNorm(32) at 32 would be instance norm and wash out colour) and 256

@@ -8,8 +8,7 @@ import torch
 
 from corl.modules.rewards.base import GeneratedImages
 from corl.modules.rewards.captioners import Captioner
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from corl.names import DTYPES
 
 
 class HFCaptioner(Captioner):
