@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Literal
 
 import lightning as L
 import torch
@@ -21,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from corl.data.schema import ExampleBatch
 from corl.lightning_internals import logged_step, save_last_if_behind
+from corl.modules.decode_weights import DecodeWeightsMode
 from corl.modules.decoding import DecodeMode
 from corl.modules.dynamic_sampling import combine, informative_groups, pick_groups
 from corl.modules.grpo import (
@@ -36,10 +36,10 @@ from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media, write_layout
 from corl.modules.lora import LoRA, check_resumable
 from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
-from corl.modules.optim import adamw_with_schedule
+from corl.modules.optim import LRSchedule, adamw_with_schedule
 from corl.modules.policy import FrozenModules, ImageLogprobMode, JanusPolicy
 from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
-from corl.modules.rollout import ImageRollout, Rollout, TextRollout
+from corl.modules.rollout import ImageRollout, OldLogps, Rollout, TextRollout
 from corl.modules.settings import check_settings
 from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, norm_value, shard
 from corl.resume import gather_from_ranks, rng_states, seeded, set_rng_states
@@ -145,8 +145,8 @@ class CoRLModule(L.LightningModule):
         image_logprob_mode: ImageLogprobMode = "cfg",
         logprob_chunk_tokens: int = 1024,
         decode: DecodeMode = "auto",
-        decode_weights: Literal["auto", "trained"] = "auto",
-        old_logps: Literal["rollout", "replay"] = "rollout",
+        decode_weights: DecodeWeightsMode = "auto",
+        old_logps: OldLogps = "rollout",
         image_rewards: list[ImageReward] | None = None,
         text_rewards: list[TextReward] | None = None,
         text_weight: float = 0.8,
@@ -166,7 +166,7 @@ class CoRLModule(L.LightningModule):
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        lr_schedule: LRSchedule = "constant",
         grad_clip: float = 1.0,
         max_skipped_steps: int = 3,
         log_media_every_n_steps: int = 50,

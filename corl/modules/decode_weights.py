@@ -16,8 +16,12 @@ copied: it is about 3% of the weights a step reads.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
+
+DecodeWeightsMode = Literal["auto", "trained"]  # a plain compute-dtype copy where it helps, or the trained modules
 
 
 def full(tensor: torch.Tensor) -> torch.Tensor:

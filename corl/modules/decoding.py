@@ -30,7 +30,7 @@ import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +50,8 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
 def resolve_mode(mode: DecodeMode, device: torch.device) -> Literal["eager", "captured"]:
     """``auto`` is ``captured`` on CUDA and ``eager`` elsewhere; ``captured`` needs CUDA."""
-    if mode not in ("auto", "eager", "captured"):
-        raise ValueError(f"model.decode must be 'auto', 'eager' or 'captured', got {mode!r}")
+    if mode not in get_args(DecodeMode):
+        raise ValueError(f"model.decode must be one of {get_args(DecodeMode)}, got {mode!r}")
     if mode == "auto":
         return "captured" if device.type == "cuda" else "eager"
     if mode == "captured" and device.type != "cuda":

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Literal, get_args
 
 import torch
+
+LRSchedule = Literal["constant", "cosine"]  # after warmup
 
 
 def lr_lambda(warmup: int, total: int, kind: str) -> Callable[[int], float]:
     """Multiplier of the peak LR at an optimiser step: linear warmup, then constant or cosine to 0."""
-    if kind not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {kind!r}")
+    if kind not in get_args(LRSchedule):
+        raise ValueError(f"lr_schedule must be one of {get_args(LRSchedule)}, got {kind!r}")
 
     def factor(step: int) -> float:
         if step < warmup:

@@ -14,7 +14,7 @@ import copy
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from torch import nn
 
 from corl.data.images import photo_pixels
 from corl.data.templates import Instruction
-from corl.modules.decode_weights import DecodeWeights, full
+from corl.modules.decode_weights import DecodeWeights, DecodeWeightsMode, full
 from corl.modules.decoding import DecodeLoop, DecodeMode, positions_from_mask, resolve_mode
 from corl.modules.logprobs import chunked_token_logps, sample_from_logits, token_logps
 from corl.modules.lora import AdaptersOff, LoRA, add_adapters
@@ -101,11 +101,12 @@ class JanusPolicy(nn.Module):
         lora: LoRA | None = None,
         system_prompt: str = "none",
         instruction: Instruction = "authors",
-        decode_weights: Literal["auto", "trained"] = "auto",
+        decode_weights: DecodeWeightsMode = "auto",
     ) -> None:
         super().__init__()
-        if image_logprob_mode not in ("conditional", "cfg"):
-            raise ValueError(f"image_logprob_mode must be 'conditional' or 'cfg', got {image_logprob_mode!r}")
+        if image_logprob_mode not in get_args(ImageLogprobMode):
+            raise ValueError(f"image_logprob_mode must be one of {get_args(ImageLogprobMode)}, "
+                             f"got {image_logprob_mode!r}")
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Literal
 
 import torch
+
+OldLogps = Literal["rollout", "replay"]  # pi_old: the sampling log-probs, or a training forward before the update
 
 
 def _take_rows(record, rows: torch.Tensor, per_row: tuple[str, ...]):

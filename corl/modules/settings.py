@@ -7,17 +7,25 @@ empty range of micro-batches) or, worse, trains something else than was asked fo
 from __future__ import annotations
 
 from numbers import Real
-from typing import Any
+from typing import Any, get_args
 
+from corl.modules.decode_weights import DecodeWeightsMode
+from corl.modules.decoding import DecodeMode
+from corl.modules.grpo import AdvantageScale, Aggregation, ImportanceLevel
+from corl.modules.optim import LRSchedule
+from corl.modules.policy import ImageLogprobMode
+from corl.modules.rollout import OldLogps
+
+# The allowed values of each choice, read from the one type the signatures use.
 CHOICES = {
-    "advantage_scale": ("group", "batch", "none"),
-    "aggregation": ("token", "sequence", "constant"),
-    "importance_sampling_level": ("token", "sequence"),
-    "image_logprob_mode": ("cfg", "conditional"),
-    "lr_schedule": ("constant", "cosine"),
-    "decode": ("auto", "eager", "captured"),
-    "decode_weights": ("auto", "trained"),
-    "old_logps": ("rollout", "replay"),
+    "advantage_scale": get_args(AdvantageScale),
+    "aggregation": get_args(Aggregation),
+    "importance_sampling_level": get_args(ImportanceLevel),
+    "image_logprob_mode": get_args(ImageLogprobMode),
+    "lr_schedule": get_args(LRSchedule),
+    "decode": get_args(DecodeMode),
+    "decode_weights": get_args(DecodeWeightsMode),
+    "old_logps": get_args(OldLogps),
 }
 AT_LEAST_ONE = ("group_size", "micro_batch_size", "mu", "max_completion_tokens", "logprob_chunk_tokens")
 NOT_NEGATIVE = ("beta", "eps_low", "eps_high", "image_temperature", "text_temperature", "weight_decay",

@@ -10,8 +10,6 @@ scores RL rollouts. Its checkpoints are read like RL checkpoints: stage 1 starts
 
 from __future__ import annotations
 
-from typing import Literal
-
 import lightning as L
 import torch
 
@@ -19,7 +17,7 @@ from corl.data.schema import ExampleBatch
 from corl.data.templates import prose_completion, sft_completion
 from corl.modules.loading import load_janus
 from corl.modules.lora import LoRA
-from corl.modules.optim import adamw_with_schedule
+from corl.modules.optim import LRSchedule, adamw_with_schedule
 from corl.modules.policy import JanusPolicy
 from corl.modules.rollout import ImageRollout, TextRollout
 from corl.modules.sharding import checkpoint_layers
@@ -74,7 +72,7 @@ class SFTModule(L.LightningModule):
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "cosine",
+        lr_schedule: LRSchedule = "cosine",
         init_from: str | None = None,
         lora: LoRA | None = None,
         activation_checkpointing: bool = False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +49,8 @@ class ImageConsistencyReward(ImageReward):
         super().__init__(weight, name)
         if net not in TRUNK_FILES:
             raise ValueError(f"LPIPS net must be one of {sorted(TRUNK_FILES)}, got {net!r}")
-        if real_fit not in ("crop", "resize"):
-            raise ValueError(f"real_fit must be 'crop' or 'resize', got {real_fit!r}")
+        if real_fit not in get_args(PhotoFit):
+            raise ValueError(f"real_fit must be one of {get_args(PhotoFit)}, got {real_fit!r}")
         self.net, self.random_trunk, self.trunk_path, self.resolution = net, random_trunk, trunk_path, resolution
         self.real_fit = real_fit
         self._metric = None
