@@ -51,30 +51,32 @@ def chunked_token_logps(
     logits_fn: Callable[[torch.Tensor], torch.Tensor],
     temperature: float,
     chunk_tokens: int = 1024,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``[R, N]`` log-probs of ``tokens`` from hidden states ``[B, N, D]``, a chunk of positions at a time.
 
     ``logits_fn`` maps a chunk of hidden states ``[B, n, D]`` to the logits ``[R, n, V]`` the tokens
     were sampled from (a head, or a head and the CFG mix of conditional and unconditional rows).
     Each chunk covers about ``chunk_tokens`` of the R rows' positions. With autograd on, each chunk
     is recomputed in backward instead of keeping its logits, so memory holds one chunk's logits.
-    Also returns the entropy ``[R, N]`` of each sampling distribution (no gradient), taken from the
-    same logits: no extra pass.
+    With ``with_entropy`` also the entropy ``[R, N]`` of each sampling distribution (no gradient),
+    taken from the same logits; else None, and no softmax over the vocabulary is spent on it (the
+    reference's and the replay's passes throw it away).
     """
     rows, length = tokens.shape
     step = max(1, chunk_tokens // max(rows, 1))
 
-    def chunk(states: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def chunk(states: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits = logits_fn(states)
-        return token_logps(logits, targets, temperature), entropy(logits, temperature)
+        logps = token_logps(logits, targets, temperature)
+        return (logps, entropy(logits, temperature)) if with_entropy else (logps,)
 
-    logps, entropies = [], []
+    parts = []
     for start in range(0, length, step):
         states, targets = hidden[:, start : start + step], tokens[:, start : start + step]
         if torch.is_grad_enabled() and states.requires_grad:
-            part, spread = checkpoint(chunk, states, targets, use_reentrant=False)
+            parts.append(checkpoint(chunk, states, targets, use_reentrant=False))
         else:
-            part, spread = chunk(states, targets)
-        logps.append(part)
-        entropies.append(spread)
-    return torch.cat(logps, dim=1), torch.cat(entropies, dim=1)
+            parts.append(chunk(states, targets))
+    logps = torch.cat([part[0] for part in parts], dim=1)
+    return logps, (torch.cat([part[1] for part in parts], dim=1) if with_entropy else None)

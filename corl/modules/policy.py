@@ -369,7 +369,7 @@ class JanusPolicy(nn.Module):
             return self._guided(*out.chunk(2)) if self.image_logprob_mode == "cfg" else out
 
         logps, spread = chunked_token_logps(hidden, rollout.tokens, logits, self.image_temperature,
-                                            self.logprob_chunk_tokens)
+                                            self.logprob_chunk_tokens, with_entropy)
         return (logps, spread) if with_entropy else logps
 
     # -------------------------------------------------------------------------------- text side
@@ -505,7 +505,7 @@ class JanusPolicy(nn.Module):
                 mask = torch.cat([rollout.prompt_mask, rollout.prompt_mask.new_ones(prompt.shape[0], t - 1)], dim=1)
                 hidden = self._forward(embeds, mask, llm)[:, length - 1 :]
             logps, spread = chunked_token_logps(hidden, rollout.completion_ids, weights["lm_head"],
-                                                self.text_temperature, self.logprob_chunk_tokens)
+                                                self.text_temperature, self.logprob_chunk_tokens, with_entropy)
         logps = logps.masked_fill(~rollout.mask, 0.0)
         return (logps, spread) if with_entropy else logps
 

@@ -32,7 +32,7 @@ def test_chunks_give_the_same_values_and_gradients(chunk_tokens):
     whole = token_logps(full_logits, tokens, 0.7)
     (grad_whole,) = torch.autograd.grad(whole.sum(), hidden)
     seen.clear()
-    chunked, spread = chunked_token_logps(hidden, tokens, guided, 0.7, chunk_tokens)
+    chunked, spread = chunked_token_logps(hidden, tokens, guided, 0.7, chunk_tokens, with_entropy=True)
     torch.testing.assert_close(spread, torch.distributions.Categorical(logits=full_logits.detach() / 0.7).entropy())
     (grad_chunked,) = torch.autograd.grad(chunked.sum(), hidden)
     torch.testing.assert_close(chunked, whole)
@@ -52,6 +52,18 @@ def test_without_autograd_chunks_are_not_recomputed():
     with torch.no_grad():
         chunked_token_logps(hidden, torch.zeros(2, 6, dtype=torch.long), logits, 1.0, chunk_tokens=4)
     assert len(calls) == 3  # 2 positions x 2 rows per chunk
+
+
+def test_the_entropy_is_computed_only_when_asked(monkeypatch):
+    # The reference's and the replay's passes throw it away: no softmax over the vocabulary for them.
+    hidden, tokens = torch.randn(2, 6, 4, requires_grad=True), torch.zeros(2, 6, dtype=torch.long)
+    head = torch.nn.Linear(4, 9)
+    asked = chunked_token_logps(hidden, tokens, head, 1.0, chunk_tokens=4, with_entropy=True)
+    monkeypatch.setattr("corl.modules.logprobs.entropy", lambda *a: pytest.fail("entropy computed unasked"))
+    logps, spread = chunked_token_logps(hidden, tokens, head, 1.0, chunk_tokens=4)
+    assert spread is None
+    torch.testing.assert_close(logps, asked[0])
+    logps.sum().backward()  # the recomputed chunks in backward do not ask for it either
 
 
 def test_sampling_draws_the_softmax_distribution_and_greedy_at_zero():
