@@ -90,17 +90,6 @@ def _read_sharded_weights(path: Path, prefix: str) -> dict[str, torch.Tensor]:
     return {key[len("state_dict."):]: tensor for key, tensor in flat.items()}
 
 
-def load_model(path: str | Path, dtype: str = "float32"):
-    """``(model, processor)`` from a corl checkpoint (built as its run built it) or an exported folder."""
-    path = Path(path)
-    if is_exported_folder(path):
-        return load_janus(str(path), dtype)
-    state, hparams = read_checkpoint(path)
-    model, processor = load_janus(hparams.get("model", "tiny"), dtype, hparams.get("seed", 0))
-    load_state(model, state, str(path))
-    return model, processor
-
-
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The Janus state dict of a corl checkpoint or an exported folder."""
     path = Path(path)

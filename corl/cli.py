@@ -66,7 +66,7 @@ def main(args: list[str] | None = None) -> None:
 
         return CLI(warm_command, args=argv[1:], as_positional=False)
     if command == "check":
-        from corl.preflight import check_command
+        from corl.training_cli import check_command
 
         return check_command(argv[1:])
     return train(argv)

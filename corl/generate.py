@@ -87,7 +87,7 @@ def write_images(layout: str, prompt: Prompt, images: torch.Tensor, out: Path) -
 @torch.no_grad()
 def generate_command(args: argparse.Namespace) -> None:
     """Images for a GenEval, DPG-Bench or WISE prompt file (or a text file of prompts), in its scorer's layout."""
-    from corl.checkpoints import load_model
+    from corl.models import load_model
     from corl.modules.policy import JanusPolicy
 
     layout, prompts = read_prompts(Path(args.prompts))

@@ -48,14 +48,6 @@ def report(found: list[str], config_name: str) -> str:
     return "\n".join(lines + [f"  - {problem}" for problem in found])
 
 
-def check_command(argv: list[str]) -> None:
-    """``corl check [fit|sft] -c CONFIG [overrides]``: the preflight alone; exit status 1 if anything lacks."""
-    from corl.training_cli import CorlCLI
-
-    command = argv[0] if argv and argv[0] in ("fit", "sft") else "fit"
-    CorlCLI.run_command([command, *argv[1 if argv and argv[0] == command else 0:]], check_only=True)
-
-
 def _model(name: str | None) -> list[str]:
     if name is None or name in BUILT_IN:
         return []

@@ -17,7 +17,8 @@ from corl.prompt_tool import add_parser as add_prompt_parser
 
 def export_command(args: argparse.Namespace) -> None:
     """Checkpoint -> a folder that transformers' Janus classes (hf) or DeepSeek's janus package (deepseek) loads."""
-    from corl.checkpoints import export, export_adapters, load_model
+    from corl.checkpoints import export, export_adapters
+    from corl.models import load_model
 
     if args.adapters_only:
         if args.format != "hf":
@@ -35,8 +36,9 @@ def export_command(args: argparse.Namespace) -> None:
 
 def merge_command(args: argparse.Namespace) -> None:
     """Merge models with the same architecture: the paper's Gaussian merge, a weighted average, or task arithmetic."""
-    from corl.checkpoints import check_compatible, export, load_model
+    from corl.checkpoints import check_compatible, export
     from corl.merging import gaussian_merge, linear_merge, task_arithmetic
+    from corl.models import load_model
 
     if args.method == "gaussian" and args.weights:
         raise SystemExit("corl merge: --method gaussian has no --weights (the bulk of each delta is averaged, "

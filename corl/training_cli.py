@@ -104,6 +104,12 @@ class CorlCLI(LightningCLI):
         return f"{first}{more}; `corl {command} --help` lists every option"
 
 
+def check_command(argv: list[str]) -> None:
+    """``corl check [fit|sft] -c CONFIG [overrides]``: the preflight alone; exit status 1 if anything lacks."""
+    command = argv[0] if argv and argv[0] in ("fit", "sft") else "fit"
+    CorlCLI.run_command([command, *argv[1 if argv and argv[0] == command else 0:]], check_only=True)
+
+
 def _continue_logging(trainer, ckpt_path: str | None) -> None:
     """A resumed run logs into the TensorBoard run it stopped in, not a new ``version_N``."""
     logger = trainer.get("logger")

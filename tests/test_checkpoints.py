@@ -11,10 +11,11 @@ from safetensors.torch import load_file
 from transformers import AutoProcessor, JanusForConditionalGeneration
 
 from corl.checkpoint_io import AtomicCheckpointIO
-from corl.checkpoints import check_compatible, export, load_model, read_checkpoint
+from corl.checkpoints import check_compatible, export, read_checkpoint
 from corl.cli import main
 from corl.data.datamodule import ExampleDataModule
 from corl.merging import gaussian_merge
+from corl.models import load_model
 from corl.modules.corl_module import CoRLModule
 from corl.modules.lora import LoRA
 from corl.modules.rewards import ImageReward, TextReward

@@ -133,8 +133,7 @@ def vocabulary_corpus() -> Iterator[str]:
     The byte-level BPE is trained on it, so the procedural texts as prompts and completions write them
     (``<think>``, "The image shows", the colours) become few tokens: shorter rollouts and forwards.
     """
-    from corl.data.templates import MC_INSTRUCTION, OE_INSTRUCTION, question_prompt
-    from corl.modules.rewards.captioners import DESCRIBE
+    from corl.data.templates import DESCRIBE, MC_INSTRUCTION, OE_INSTRUCTION, question_prompt
 
     yield MC_INSTRUCTION
     yield OE_INSTRUCTION

@@ -40,6 +40,8 @@ Instruction = str | Mapping[str, str]  # a name in INSTRUCTIONS, or {"MC": templ
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 
+DESCRIBE = "Describe this image in one sentence."  # what the self-captioner asks the policy
+
 
 def is_multiple_choice(qa_type: str) -> bool:
     """``qa_type`` "MC" marks a multiple-choice question; every other value is open-ended."""

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from corl.data.schema import ExampleBatch
 from corl.lightning_internals import logged_step, save_last_if_behind
+from corl.models import load_named
 from corl.modules.decode_weights import DecodeWeightsMode
 from corl.modules.decoding import DecodeMode
 from corl.modules.dynamic_sampling import combine, informative_groups, pick_groups
@@ -32,7 +33,6 @@ from corl.modules.grpo import (
     masked_mean,
     policy_loss,
 )
-from corl.modules.loading import load_janus
 from corl.modules.logging_media import log_media, write_layout
 from corl.modules.lora import LoRA, check_resumable
 from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
@@ -188,7 +188,7 @@ class CoRLModule(L.LightningModule):
         self.text_rewards = list(text_rewards or [])
         if not self.image_rewards and not self.text_rewards:
             raise ValueError("configure at least one reward in model.image_rewards or model.text_rewards")
-        janus, processor = load_janus(model, dtype, seed)
+        janus, processor = load_named(model, dtype, seed)
         if init_from is not None:  # stage 2 starts from stage 1's weights; the optimiser starts fresh
             from corl.checkpoints import load_state, read_weights
 

@@ -13,8 +13,7 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
     """``(JanusForConditionalGeneration, JanusProcessor)`` for ``model``.
 
     Args:
-        model: ``tiny`` for the embedded randomly initialised model, ``tiny-warm`` for the embedded
-            model taught the procedural world (built on first use, then cached: ``corl.warm.build``),
+        model: ``tiny`` for the embedded randomly initialised model,
             ``random:janus-pro-1b`` for Janus-Pro-1B's architecture with random weights (GPU checks
             and benchmarks, no download),
             a local folder in transformers' layout (e.g. a download of ``deepseek-community/Janus-Pro-1B``)
@@ -25,10 +24,9 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if model == TINY_WARM:
-        from corl.warm.build import warm_folder
-
-        model = str(warm_folder(seed))
+    if model == TINY_WARM:  # built by SFT, which itself loads models: resolved a layer up
+        raise ValueError("model tiny-warm is built on first use by corl.models.load_named (it trains, so model "
+                         "loading does not reach it); cold-start SFT starts from tiny, a folder or a checkpoint")
     if model in (TINY, RANDOM_PRO_1B):
         from corl.modules.tiny import JANUS_PRO_1B, build_tiny_janus
 
@@ -63,7 +61,7 @@ def load_processor(model: str, seed: int = 0):
     """``(JanusProcessor, image tokens per image)`` of ``model`` without loading its weights (``corl prompt``)."""
     if model in (TINY, TINY_WARM, RANDOM_PRO_1B):
         from corl.modules.tiny import JANUS_PRO_1B, JanusSizes, build_tiny_processor
-        from corl.warm.build import WARM_SIZES
+        from corl.warm.sizes import WARM_SIZES
 
         sizes = {TINY: JanusSizes(), TINY_WARM: WARM_SIZES, RANDOM_PRO_1B: JANUS_PRO_1B}[model]
         processor = build_tiny_processor(sizes)

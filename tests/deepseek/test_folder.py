@@ -7,7 +7,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from corl.checkpoints import export, load_model
+from corl.checkpoints import export
+from corl.models import load_model
 from corl.modules.loading import load_janus, load_processor
 from corl.modules.tiny import build_tiny_janus
 

@@ -63,3 +63,8 @@ def test_a_folder_whose_processor_disagrees_fails_at_load(tmp_path):
     (tmp_path / "processor_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="do not match"):
         load_janus(str(tmp_path))
+
+
+def test_the_warm_start_is_not_built_from_below_the_catalogue():
+    with pytest.raises(ValueError, match="tiny-warm is built on first use by corl.models.load_named"):
+        load_janus("tiny-warm")

@@ -4,6 +4,7 @@ import lightning as L
 import pytest
 import torch
 
+from corl.models import load_named
 from corl.modules.loading import load_janus
 from corl.modules.tiny import JanusSizes
 from corl.warm import build
@@ -46,7 +47,7 @@ def test_a_build_is_cached_and_loads_as_a_model(built, monkeypatch):
 
 def test_tiny_warm_names_the_default_recipe(built, monkeypatch):
     monkeypatch.setattr(build, "RECIPE", SMALL)
-    model, _ = load_janus("tiny-warm", seed=0)
+    model, _ = load_named("tiny-warm", seed=0)
     reference = weights(built)
     assert all(torch.equal(value, reference[name]) for name, value in model.state_dict().items())
 
@@ -98,7 +99,7 @@ def test_the_first_use_builds_from_inside_a_lightning_cli_module(cache, monkeypa
         def __init__(self, name: str = "tiny-warm") -> None:
             super().__init__()
             self.save_hyperparameters()
-            self.janus = load_janus(name, seed=0)[0]
+            self.janus = load_named(name, seed=0)[0]
 
     monkeypatch.setattr(build, "RECIPE", SMALL)
     cli = LightningCLI(Probe, run=False, args=["--trainer.logger", "false"], save_config_callback=None)

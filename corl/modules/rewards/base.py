@@ -11,17 +11,17 @@ import torch
 from PIL import Image
 
 from corl.data.images import PhotoFit, photo_pixels
-from corl.modules.rewards import text
+from corl.modules.rewards.text import accuracy_reward, format_reward, mcq_accuracy_reward, oe_accuracy_reward
 from corl.modules.settings import check_reward_weight
 
 if TYPE_CHECKING:
     from corl.modules.policy import JanusPolicy
 
 TEXT_REWARDS: dict[str, Callable[..., list[float]]] = {
-    "format": text.format_reward,
-    "accuracy": text.accuracy_reward,
-    "mcq_accuracy": text.mcq_accuracy_reward,
-    "oe_accuracy": text.oe_accuracy_reward,
+    "format": format_reward,
+    "accuracy": accuracy_reward,
+    "mcq_accuracy": mcq_accuracy_reward,
+    "oe_accuracy": oe_accuracy_reward,
 }
 
 

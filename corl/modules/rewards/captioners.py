@@ -6,9 +6,8 @@ of a ``GeneratedImages`` record, computed in batches.
 
 from __future__ import annotations
 
+from corl.data.templates import DESCRIBE
 from corl.modules.rewards.base import GeneratedImages
-
-DESCRIBE = "Describe this image in one sentence."
 
 
 class Captioner:
