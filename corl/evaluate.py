@@ -20,8 +20,8 @@ import torch
 from corl.data.procedural import ProceduralExamples
 from corl.data.readers import ExampleFiles
 from corl.data.schema import collate_examples
+from corl.modules.held_out import held_out_scores
 from corl.names import BUILT_IN
-from corl.resume import seeded
 
 HELD_OUT_SEED = 424_242  # procedural examples no training config draws (they use seeds 0 and 1)
 
@@ -89,20 +89,11 @@ def evaluate(
         reward.setup()
     sums: dict[str, list[float]] = {}
 
-    def add(rewards: dict[str, torch.Tensor], names: list[str], suffix: str = "") -> None:
-        for name in names:
-            values = rewards[name][~rewards[name].isnan()]
-            total, count = sums.get(name + suffix, [0.0, 0])
-            sums[name + suffix] = [total + float(values.sum()), count + values.numel()]
-
     for start in range(0, len(dataset), batch_size):
         batch = collate_examples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        with module.rollout_mode(), seeded(seed + start, module.device):
-            scores = module.score(module.rollout(batch, evaluation=True), batch)
-            add(scores, module.reward_names(scores))
-            if sampled_answers and module.text_rewards:
-                answers = module.score(module.rollout(batch, tasks=("text",), evaluation=True, greedy=False), batch)
-                add(answers, module.reward_names(answers, "text"), "_sampled")
+        for name, values in held_out_scores(module, batch, seed + start, sampled_answers).items():
+            total, count = sums.get(name, [0.0, 0])
+            sums[name] = [total + float(values.sum()), count + values.numel()]
     return {name: (total / count if count else float("nan")) for name, (total, count) in sums.items()}
 
 

@@ -33,6 +33,7 @@ from corl.modules.grpo import (
     masked_mean,
     policy_loss,
 )
+from corl.modules.held_out import held_out_scores
 from corl.modules.logging_media import log_media, write_layout
 from corl.modules.lora import LoRA, check_resumable
 from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
@@ -42,7 +43,7 @@ from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
 from corl.modules.rollout import ImageRollout, OldLogps, Rollout, TextRollout
 from corl.modules.settings import check_settings
 from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, norm_value, shard
-from corl.resume import gather_from_ranks, rng_states, seeded, set_rng_states
+from corl.resume import gather_from_ranks, rng_states, set_rng_states
 
 RANK_STATES = "corl_rank_states"  # checkpoint key: every rank's random states, data position and counters
 
@@ -438,11 +439,7 @@ class CoRLModule(L.LightningModule):
         Images are sampled with a seed of their own, so the scores are reproducible and validation
         draws nothing from the training stream.
         """
-        with self.rollout_mode(), seeded(self.hparams.seed * 7919 + batch_idx, self.device):
-            rewards = self.score(self.rollout(batch, evaluation=True), batch)
-        for name in self.reward_names(rewards):
-            values = rewards[name]
-            values = values[~values.isnan()]
+        for name, values in held_out_scores(self, batch, self.hparams.seed * 7919 + batch_idx).items():
             # Logged even with nothing scored (weight 0), so every rank syncs the same keys.
             mean = values.mean() if values.numel() else values.new_zeros(())
             self.log(f"val/{name}", mean, on_step=False, on_epoch=True, batch_size=values.numel(),
