@@ -28,7 +28,6 @@ from corl.modules.grpo import (
     AdvantageScale,
     Aggregation,
     ImportanceLevel,
-    fill_unscored,
     group_advantages,
     masked_mean,
     policy_loss,
@@ -39,8 +38,9 @@ from corl.modules.lora import LoRA, check_resumable
 from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
 from corl.modules.optim import LRSchedule, adamw_with_schedule
 from corl.modules.policy import FrozenModules, ImageLogprobMode, JanusPolicy
-from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
+from corl.modules.rewards.base import ImageReward, TextReward
 from corl.modules.rollout import ImageRollout, OldLogps, Rollout, TextRollout
+from corl.modules.scoring import Scores, reward_names, score_rollout
 from corl.modules.settings import check_settings
 from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, norm_value, shard
 from corl.resume import gather_from_ranks, rng_states, set_rng_states
@@ -324,7 +324,8 @@ class CoRLModule(L.LightningModule):
             while True:
                 rollout = self.rollout(batch, tasks)
                 rollout_time, timer = rollout_time + time.perf_counter() - timer, time.perf_counter()
-                rewards = self.score(rollout, batch)
+                scores = self.scores(rollout, batch)
+                rewards = scores.values
                 reward_time, timer = reward_time + time.perf_counter() - timer, time.perf_counter()
                 rounds.append((rollout, rewards, batch))
                 if not self._needs_more_groups(rounds):
@@ -346,7 +347,7 @@ class CoRLModule(L.LightningModule):
             "time/rewards": reward_time,
             "time/update": update_time,
             "throughput/rollout_tokens_per_s": rollout.num_tokens() / max(rollout_time, 1e-9),
-            **{f"time/reward/{name}": seconds for name, seconds in self.reward_times.items()},
+            **{f"time/reward/{name}": seconds for name, seconds in scores.seconds.items()},
         })
         # Every rank logs the same keys in the same order: each key is one collective.
         self.log_dict(
@@ -358,8 +359,7 @@ class CoRLModule(L.LightningModule):
                  batch_size=len(batch))
         every = hp.log_media_every_n_steps
         if every and batch_idx % every == 0:
-            captions = next((r.last_captions for r in self.image_rewards if getattr(r, "last_captions", None)), None)
-            log_media(self.logger, self.logging_step(), batch, rollout, rewards, hp.group_size, captions)
+            log_media(self.logger, self.logging_step(), batch, rollout, rewards, hp.group_size, scores.captions)
 
     def _needs_more_groups(self, rounds: list) -> bool:
         """Dynamic sampling: another round while fewer than ``batch_size`` groups inform and rounds are left."""
@@ -455,61 +455,18 @@ class CoRLModule(L.LightningModule):
         text_logps = self.policy.text_logprobs(text, reference, with_entropy) if text is not None else None
         return image_logps, text_logps
 
-    @torch.no_grad()
     def score(self, rollout: Rollout, batch: ExampleBatch) -> dict[str, torch.Tensor]:
-        """Every reward ``[R]`` by name and its parts (``<name>/<part>``), the weighted ``image``, ``text``, ``total``.
+        """Every reward ``[R]`` by name, its parts (``<name>/<part>``), the weighted ``image``, ``text``, ``total``."""
+        return self.scores(rollout, batch).values
 
-        The named rewards keep their NaNs (counted in the logs); in the sums an unscored item counts as
-        its group's mean of that reward (``fill_unscored``), so it neither wins nor loses.
-
-        The seconds each reward took go to ``self.reward_times`` (logged as ``time/reward/<name>``).
-        """
-        out: dict[str, torch.Tensor] = {}
-        self.reward_times: dict[str, float] = {}
-        rows = rollout.rows()
-        image_total = torch.zeros(len(rows), device=self.device)
-        text_total = torch.zeros_like(image_total)
-        if rollout.image is not None:
-            examples = rows // rollout.group_size
-            samples = GeneratedImages(
-                images=rollout.image.pixels,
-                real_photos=[batch.real_image[i] for i in examples.tolist()],
-                prompts=[batch.prompt[i] for i in examples.tolist()],
-                tokens=rollout.image.tokens,
-                policy=self.policy,
-            )
-            for reward in self.image_rewards:
-                out[reward.name], parts = self._timed_reward(reward.name, reward, samples)
-                out.update({f"{reward.name}/{part}": value for part, value in parts.items()})
-                image_total += reward.weight * fill_unscored(out[reward.name], rollout.group_size)
-        if rollout.text is not None:
-            examples = (rows // rollout.group_size).tolist()
-            columns = {k: [v[i] for i in examples] for k, v in batch.text_columns().items()}
-            for reward in self.text_rewards:
-                out[reward.name], _ = self._timed_reward(reward.name, reward, rollout.text.texts, **columns)
-                text_total += reward.weight * fill_unscored(out[reward.name], rollout.group_size)
-        out["image"], out["text"] = image_total, text_total
-        out["total"] = image_total + self.hparams.text_weight * text_total
-        return out
-
-    def _timed_reward(self, name: str, reward, *args, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Run one reward, on the device, timed (waiting for the GPU so the time is the reward's own).
-
-        Returns its scores and their parts (``ImageReward.scored``; a text reward has none).
-        """
-        start = time.perf_counter()
-        value, parts = _call_reward(name, reward, *args, **kwargs)
-        value, parts = value.to(self.device), {part: v.to(self.device) for part, v in parts.items()}
-        if value.is_cuda:
-            torch.cuda.synchronize(value.device)
-        self.reward_times[name] = time.perf_counter() - start
-        return value, parts
+    def scores(self, rollout: Rollout, batch: ExampleBatch) -> Scores:
+        """The rollout's typed score record (``corl.modules.scoring``), with the module's rewards."""
+        return score_rollout(rollout, batch, self.policy, self.image_rewards, self.text_rewards,
+                             self.hparams.text_weight, self.device)
 
     def reward_names(self, scores: dict[str, torch.Tensor], task: str | None = None) -> list[str]:
-        """The keys of ``score``'s output that are rewards (of ``task``: ``image`` or ``text``) or their sub-scores."""
-        rewards = {"image": self.image_rewards, "text": self.text_rewards}
-        names = {reward.name for t in ([task] if task else rewards) for reward in rewards[t]}
-        return [key for key in scores if key in names or key.rpartition("/")[0] in names]
+        """The keys of ``score``'s output that are rewards (of ``task``: ``image`` or ``text``) or their parts."""
+        return reward_names(scores, self.image_rewards, self.text_rewards, task)
 
     def update(self, rollout: Rollout, advantages: torch.Tensor, rewards: dict[str, torch.Tensor]) -> dict[str, float]:
         """``mu`` optimiser steps over the rollout, each accumulating over micro-batches of rows.
@@ -631,12 +588,3 @@ class CoRLModule(L.LightningModule):
             betas=hp.betas, warmup_steps=hp.warmup_steps, schedule=hp.lr_schedule, total_steps=int(total),
         )
 
-
-def _call_reward(name: str, reward, *args, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Run one reward and its parts; an exception inside it stops the run with the reward's name in the message."""
-    try:
-        value, parts = reward.scored(*args, **kwargs)
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise RuntimeError(f"reward {name!r} failed: {err}") from err
-    return torch.as_tensor(value, dtype=torch.float32), {
-        part: torch.as_tensor(v, dtype=torch.float32) for part, v in parts.items()}
