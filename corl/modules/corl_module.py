@@ -29,8 +29,6 @@ from corl.modules.grpo import (
     Aggregation,
     ImportanceLevel,
     group_advantages,
-    masked_mean,
-    policy_loss,
 )
 from corl.modules.held_out import held_out_scores
 from corl.modules.logging_media import log_media, write_layout
@@ -39,10 +37,11 @@ from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
 from corl.modules.optim import LRSchedule, adamw_with_schedule
 from corl.modules.policy import FrozenModules, ImageLogprobMode, JanusPolicy
 from corl.modules.rewards.base import ImageReward, TextReward
-from corl.modules.rollout import ImageRollout, OldLogps, Rollout, TextRollout
+from corl.modules.rollout import OldLogps, Rollout
 from corl.modules.scoring import Scores, reward_names, score_rollout
 from corl.modules.settings import check_settings
 from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, norm_value, shard
+from corl.modules.update import LossSettings, micro_batch_loss, rollout_logprobs
 from corl.resume import gather_from_ranks, rng_states, set_rng_states
 
 RANK_STATES = "corl_rank_states"  # checkpoint key: every rank's random states, data position and counters
@@ -421,16 +420,9 @@ class CoRLModule(L.LightningModule):
             image = self.policy.sample_images(batch.prompt, g)
         rollout = Rollout(image=image, text=text, real_pixels=real, group_size=g)
         if self.reference is not None and not evaluation:
-            rollout.ref_image_logps, rollout.ref_text_logps = self._rollout_logprobs(rollout, self.reference)
+            rollout.ref_image_logps, rollout.ref_text_logps = rollout_logprobs(
+                self.policy, rollout, self.hparams.micro_batch_size, self.reference)
         return rollout
-
-    @torch.no_grad()
-    def _rollout_logprobs(self, rollout: Rollout, reference=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Training-forward log-probs of the whole rollout (the policy's or the reference's), per micro-batch."""
-        parts = [self._logprobs(rollout, reference, rows)
-                 for rows in rollout.rows().split(self.hparams.micro_batch_size)]
-        image, text = zip(*parts, strict=True)
-        return (None if image[0] is None else torch.cat(image)), (None if text[0] is None else torch.cat(text))
 
     @torch.no_grad()
     def validation_step(self, batch: ExampleBatch, batch_idx: int) -> None:
@@ -445,16 +437,6 @@ class CoRLModule(L.LightningModule):
             self.log(f"val/{name}", mean, on_step=False, on_epoch=True, batch_size=values.numel(),
                      sync_dist=True)
 
-    def _logprobs(self, rollout: Rollout, reference=None, rows: torch.Tensor | None = None, with_entropy=False):
-        """Training log-probs of the (sub-)rollout's image and text tokens; None for an absent task.
-
-        ``with_entropy`` gives ``(logps, entropy)`` pairs instead, from the same forward.
-        """
-        image, text = rollout.part("image", rows), rollout.part("text", rows)
-        image_logps = self.policy.image_logprobs(image, reference, with_entropy) if image is not None else None
-        text_logps = self.policy.text_logprobs(text, reference, with_entropy) if text is not None else None
-        return image_logps, text_logps
-
     def score(self, rollout: Rollout, batch: ExampleBatch) -> dict[str, torch.Tensor]:
         """Every reward ``[R]`` by name, its parts (``<name>/<part>``), the weighted ``image``, ``text``, ``total``."""
         return self.scores(rollout, batch).values
@@ -468,6 +450,14 @@ class CoRLModule(L.LightningModule):
         """The keys of ``score``'s output that are rewards (of ``task``: ``image`` or ``text``) or their parts."""
         return reward_names(scores, self.image_rewards, self.text_rewards, task)
 
+    @property
+    def loss_settings(self) -> LossSettings:
+        """The objective's settings, from the module's."""
+        hp = self.hparams
+        return LossSettings(beta=hp.beta, eps_low=hp.eps_low, eps_high=hp.eps_high, aggregation=hp.aggregation,
+                            importance_sampling_level=hp.importance_sampling_level,
+                            max_completion_tokens=hp.max_completion_tokens, micro_batch_size=hp.micro_batch_size)
+
     def update(self, rollout: Rollout, advantages: torch.Tensor, rewards: dict[str, torch.Tensor]) -> dict[str, float]:
         """``mu`` optimiser steps over the rollout, each accumulating over micro-batches of rows.
 
@@ -480,7 +470,7 @@ class CoRLModule(L.LightningModule):
         totals = rollout.token_counts()
         sums: dict[str, float] = {}
         if hp.old_logps == "replay":  # pi_old from the training forward, so the first pass's ratio is exactly 1
-            image_logps, text_logps = self._rollout_logprobs(rollout)
+            image_logps, text_logps = rollout_logprobs(self.policy, rollout, hp.micro_batch_size)
             if rollout.image is not None:
                 sums["image/replay_gap"] = float((image_logps - rollout.image.old_logps).abs().max())
                 rollout.image.old_logps = image_logps
@@ -492,7 +482,7 @@ class CoRLModule(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             step: dict[str, float] = {}
             for rows in rollout.rows().split(hp.micro_batch_size):
-                loss, metrics = self.micro_batch_loss(rollout, advantages, rows, totals)
+                loss, metrics = micro_batch_loss(self.policy, rollout, advantages, rows, totals, self.loss_settings)
                 self.manual_backward(loss)
                 accumulate(step, {k: float(v) for k, v in metrics.items()})
             params = [p for p in self.policy.trained_modules().parameters() if p.grad is not None]
@@ -529,53 +519,6 @@ class CoRLModule(L.LightningModule):
                 "and the data, or try float32."
             )
         rank_zero_warn(f"skipped an optimiser step at step {self.global_step} ({self.skipped_steps} so far): {report}")
-
-    def micro_batch_loss(
-        self, rollout: Rollout, advantages: torch.Tensor, rows: torch.Tensor, totals: dict[str, tuple[int, int]]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss of the pairs in ``rows``: image-token term + text-token term, both with A_i.
-
-        Each term is weighted by the micro-batch's share of the rollout's tokens (``token``
-        aggregation) or rows (``sequence``, ``constant``), so the micro-batches add up to the
-        full-batch loss. The entropy of the sampling distributions comes from the same forward.
-        """
-        hp = self.hparams
-        image_logps, text_logps = self._logprobs(rollout, rows=rows, with_entropy=True)
-        loss = torch.zeros((), device=self.device)
-        metrics: dict[str, torch.Tensor] = {}
-        for task, result in (("image", image_logps), ("text", text_logps)):
-            if result is None:
-                continue
-            logps, spread = result
-            part, ref = rollout.part(task, rows), rollout.ref_logps(task)
-            task_loss, task_metrics = self.task_loss(task, logps, part, advantages[rows],
-                                                     None if ref is None else ref[rows])
-            task_metrics["entropy"] = masked_mean(spread, part.mask)
-            tokens, total_tokens = int(part.mask.sum()), totals[task][0]
-            share = tokens / max(total_tokens, 1) if hp.aggregation == "token" else len(rows) / totals[task][1]
-            loss = loss + share * task_loss
-            metrics[f"loss/{task}"] = share * task_loss.detach()
-            # Means add up over micro-batches by their shares; the ratio's range is taken as it is.
-            metrics.update({f"{task}/{k}": v if k.endswith(EXTREMES) else share * v for k, v in task_metrics.items()})
-        metrics["loss/total"] = loss.detach()
-        return loss, metrics
-
-    def task_loss(
-        self, task: str, logps: torch.Tensor, part: ImageRollout | TextRollout, advantages: torch.Tensor,
-        ref_logps: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One task's clipped GRPO loss (``policy_loss`` with the module's settings) of some rollout rows.
-
-        ``logps`` ``[r, L]`` are the task's training log-probs of those rows; ``part`` is the task's rollout
-        of the same rows, ``advantages`` ``[r]`` and ``ref_logps`` ``[r, L]`` (None without a reference) theirs.
-        """
-        hp = self.hparams
-        limit = self.policy.num_image_tokens if task == "image" else hp.max_completion_tokens
-        return policy_loss(
-            logps, part.old_logps, advantages, part.mask, ref_logps=ref_logps, beta=hp.beta,
-            eps_low=hp.eps_low, eps_high=hp.eps_high, aggregation=hp.aggregation,
-            importance_sampling_level=hp.importance_sampling_level, max_length=limit,
-        )
 
     # ------------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

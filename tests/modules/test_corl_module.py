@@ -12,6 +12,7 @@ from corl.modules.grpo import group_advantages
 from corl.modules.metrics import reward_stats
 from corl.modules.optim import lr_lambda
 from corl.modules.rewards import ImageReward, TextReward
+from corl.modules.update import logprobs, micro_batch_loss
 
 
 class Constant(ImageReward):
@@ -119,13 +120,13 @@ def test_micro_batches_add_up_to_the_full_batch_gradient(aggregation):
     rollout = m.rollout(b)
     advantages = group_advantages(torch.randn(8), 4)
     totals = rollout.token_counts()
-    full, _ = m.micro_batch_loss(rollout, advantages, rollout.rows(), totals)
+    full, _ = micro_batch_loss(m.policy, rollout, advantages, rollout.rows(), totals, m.loss_settings)
     full.backward()
     full_grad = trainable_grads(m)
     m.policy.zero_grad()
     parts = 0.0
     for rows in rollout.rows().split(3):  # uneven micro-batches: 3 + 3 + 2 rows
-        loss, _ = m.micro_batch_loss(rollout, advantages, rows, totals)
+        loss, _ = micro_batch_loss(m.policy, rollout, advantages, rows, totals, m.loss_settings)
         loss.backward()
         parts += loss.item()
     assert parts == pytest.approx(full.item(), abs=1e-5)
@@ -239,7 +240,7 @@ def test_reference_logprobs_are_taken_per_micro_batch(monkeypatch):
     b = batch()
     torch.manual_seed(0)
     whole = m.rollout(b)
-    full_image, full_text = m._logprobs(whole, m.reference)
+    full_image, full_text = logprobs(m.policy, whole, m.reference)
     sizes = []
 
     def counted(real):
@@ -281,7 +282,7 @@ def test_truncated_answers_get_no_loss_but_keep_their_reward():
     # Truncated rows pass no gradient: their advantage does not reach the weights.
     advantages = torch.zeros(4)
     advantages[(~ends).nonzero()[0]] = 1.0
-    loss, _ = m.micro_batch_loss(rollout, advantages, rollout.rows(), rollout.token_counts())
+    loss, _ = micro_batch_loss(m.policy, rollout, advantages, rollout.rows(), rollout.token_counts(), m.loss_settings)
     loss.backward()
     assert float(loss) == 0.0
     assert all(p.grad is None or not p.grad.any() for p in m.policy.llm.parameters())
