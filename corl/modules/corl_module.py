@@ -21,9 +21,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from corl.data.schema import ExampleBatch
 from corl.lightning_internals import logged_step, save_last_if_behind
 from corl.models import load_named
+from corl.modules.collect import Collected, collect
 from corl.modules.decode_weights import DecodeWeightsMode
 from corl.modules.decoding import DecodeMode
-from corl.modules.dynamic_sampling import combine, informative_groups, pick_groups
 from corl.modules.grpo import (
     AdvantageScale,
     Aggregation,
@@ -314,68 +314,43 @@ class CoRLModule(L.LightningModule):
             self._resumed_rng = None
 
     def training_step(self, batch: ExampleBatch, batch_idx: int) -> None:
-        """Rollout -> rewards -> advantages -> mu clipped GRPO updates -> logs."""
-        self.skipped_reading += batch.skipped
-        timer = time.perf_counter()
-        tasks = self.tasks_at(self.global_step // self.hparams.mu)
-        rounds, rollout_time, reward_time = [], 0.0, 0.0
-        with self.rollout_mode():  # rewards such as the self-captioner decode with the policy too
-            while True:
-                rollout = self.rollout(batch, tasks)
-                rollout_time, timer = rollout_time + time.perf_counter() - timer, time.perf_counter()
-                scores = self.scores(rollout, batch)
-                rewards = scores.values
-                reward_time, timer = reward_time + time.perf_counter() - timer, time.perf_counter()
-                rounds.append((rollout, rewards, batch))
-                if not self._needs_more_groups(rounds):
-                    break
-                batch = self.trainer.datamodule.extra_batch()  # new examples, this rank's own stream
-                self.skipped_reading += batch.skipped
-        dynamic = {}
-        if self.hparams.dynamic_sampling:
-            rollout, rewards, batch, dynamic = self._keep_informative(rounds)
+        """Collect a rollout and its scores, group advantages, ``mu`` clipped GRPO updates, logs."""
         hp = self.hparams
-        advantages = group_advantages(rewards["total"], hp.group_size, hp.advantage_scale, hp.advantage_eps)
-        update_stats = self.update(rollout, advantages, rewards)
-        update_time = time.perf_counter() - timer
+        self.skipped_reading += batch.skipped
+        tasks, pad = self.tasks_at(self.global_step // hp.mu), self.policy.tokenizer.pad_token_id
+        with self.rollout_mode():  # rewards such as the self-captioner decode with the policy too
+            step = collect(batch, lambda examples: self.rollout(examples, tasks), self.scores, self._more_examples,
+                           hp.group_size, hp.dynamic_sampling, hp.max_resample_rounds, pad)
+        start = time.perf_counter()
+        advantages = group_advantages(step.scores.values["total"], hp.group_size, hp.advantage_scale,
+                                      hp.advantage_eps)
+        update_stats = self.update(step.rollout, advantages, step.scores.values)
+        self.log_step(step, advantages, {**update_stats, "time/update": time.perf_counter() - start}, batch_idx)
 
-        stats = {**reward_stats(rewards, advantages), **update_stats, **rollout.stats(), **dynamic,
+    def _more_examples(self) -> ExampleBatch:
+        """Further examples for dynamic sampling, from this rank's own resumable stream."""
+        batch = self.trainer.datamodule.extra_batch()
+        self.skipped_reading += batch.skipped
+        return batch
+
+    def log_step(self, step: Collected, advantages: torch.Tensor, update_stats: dict[str, float],
+                 batch_idx: int) -> None:
+        """The step's scalars (every rank the same keys, in the same order: each is one collective), and media."""
+        rollout, rewards, hp = step.rollout, step.scores.values, self.hparams
+        stats = {**reward_stats(rewards, advantages), **update_stats, **rollout.stats(), **step.stats,
                  **self.policy.decode_stats()}
-        stats.update({
-            "time/rollout": rollout_time,
-            "time/rewards": reward_time,
-            "time/update": update_time,
-            "throughput/rollout_tokens_per_s": rollout.num_tokens() / max(rollout_time, 1e-9),
-            **{f"time/reward/{name}": seconds for name, seconds in scores.seconds.items()},
-        })
-        # Every rank logs the same keys in the same order: each key is one collective.
-        self.log_dict(
-            {k: float(v) for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=len(batch), sync_dist=True
-        )
+        stats["throughput/rollout_tokens_per_s"] = rollout.num_tokens() / max(step.stats["time/rollout"], 1e-9)
+        stats.update({f"time/reward/{name}": seconds for name, seconds in step.scores.seconds.items()})
+        self.log_dict({k: float(v) for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=len(step.batch),
+                      sync_dist=True)
         reading = torch.tensor(float(self.skipped_reading), device=self.device)
         reading = self.trainer.strategy.reduce(reading, reduce_op="sum")  # ranks read different rows
         self.log("data/skipped_rows", self.skipped_at_opening + reading, on_step=True, on_epoch=False,
-                 batch_size=len(batch))
+                 batch_size=len(step.batch))
         every = hp.log_media_every_n_steps
         if every and batch_idx % every == 0:
-            log_media(self.logger, self.logging_step(), batch, rollout, rewards, hp.group_size, scores.captions)
-
-    def _needs_more_groups(self, rounds: list) -> bool:
-        """Dynamic sampling: another round while fewer than ``batch_size`` groups inform and rounds are left."""
-        hp = self.hparams
-        if not hp.dynamic_sampling or len(rounds) > hp.max_resample_rounds:
-            return False
-        found = sum(int(informative_groups(r["total"], hp.group_size).sum()) for _, r, _ in rounds)
-        return found < len(rounds[0][2])
-
-    def _keep_informative(self, rounds: list) -> tuple[Rollout, dict[str, torch.Tensor], ExampleBatch, dict]:
-        """The step's groups from all rounds (informative first, always ``batch_size`` of them), and stats."""
-        flags = [informative_groups(r["total"], self.hparams.group_size) for _, r, _ in rounds]
-        wanted = len(rounds[0][2])
-        rollout, rewards, batch = combine(rounds, pick_groups(flags, wanted), self.policy.tokenizer.pad_token_id)
-        seen, informative = sum(len(f) for f in flags), sum(int(f.sum()) for f in flags)
-        stats = {"dynamic/left_out_fraction": 1.0 - informative / seen, "dynamic/rounds": float(len(rounds) - 1)}
-        return rollout, rewards, batch, stats
+            log_media(self.logger, self.logging_step(), step.batch, rollout, rewards, hp.group_size,
+                      step.scores.captions)
 
     def logging_step(self) -> int:
         """The step this batch's scalars are logged at: Lightning counts batches, not the mu optimiser steps."""
