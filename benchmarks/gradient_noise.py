@@ -27,6 +27,7 @@ from corl.data.procedural import ProceduralExamples
 from corl.data.schema import collate_examples
 from corl.evaluate import build_module
 from corl.modules.grpo import group_advantages
+from corl.modules.update import logprobs, objective
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,11 +41,13 @@ def task_gradients(module, batch) -> dict[str, torch.Tensor]:
     advantages = group_advantages(rewards["total"], hp.group_size, hp.advantage_scale, hp.advantage_eps)
     params = [p for p in module.policy.trained_modules().parameters() if p.requires_grad]
     grads = {}
-    for task, logps in zip(("image", "text"), module._logprobs(rollout), strict=True):
+    for task, logps in zip(("image", "text"), logprobs(module.policy, rollout), strict=True):
         if logps is None:
             continue
         # exactly the training step's loss, of every row
-        loss, _ = module.task_loss(task, logps, rollout.part(task), advantages, rollout.ref_logps(task))
+        limit = module.policy.num_image_tokens if task == "image" else hp.max_completion_tokens
+        loss, _ = objective(logps, rollout.part(task), advantages, rollout.ref_logps(task), module.loss_settings,
+                            limit)
         grads[task] = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, allow_unused=True,
                                                                           retain_graph=True) if g is not None])
     return grads

@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import difflib
-import logging
 import os
 import re
 import sys
-import warnings
 
 from corl.errors import UsageError
+from corl.quiet import quiet_lightning
 
 # Every command, with the line ``corl --help`` shows for it.
 COMMANDS = {
@@ -55,6 +54,7 @@ def main(args: list[str] | None = None) -> None:
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UsageError(f"unknown command {command!r}{hint}; `corl --help` lists them")
+    quiet_lightning()
     if command in TOOLS:
         from corl.tools import run
 
@@ -69,34 +69,11 @@ def main(args: list[str] | None = None) -> None:
         from corl.training_cli import check_command
 
         return check_command(argv[1:])
-    return train(argv)
-
-
-def train(argv: list[str]) -> None:
-    """``corl fit | validate | sft``: LightningCLI, after the preflight has found everything the config needs."""
-    quiet_lightning()
+    # ``corl fit | validate | sft``: LightningCLI, after the preflight has found everything the config needs.
     # Imported here, not above: the tools start seconds sooner without Lightning.
     from corl.training_cli import CorlCLI
 
     CorlCLI.run_command(argv)
-
-
-def quiet_lightning() -> None:
-    """Keep Lightning's adverts and the warnings corl has made harmless out of corl's output."""
-    # The policy keeps every module in eval mode on purpose (no dropout in RL log-probs).
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    # Lightning's hint for manual optimisation: a checkpoint holds the state after the step, which is what
-    # an exact resume continues from (corl.resume), so the page-long example it prints is noise.
-    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    # Deprecations inside torchdata and Lightning themselves, nothing a corl user can change.
-    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_no_tips)
-
-
-def _no_tips(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("💡 Tip")
 
 
 def one_line(err: BaseException) -> str:

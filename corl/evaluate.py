@@ -47,7 +47,9 @@ def build_module(config: str, model: str, overrides: Sequence[str] = ()):
 
     from corl.data.datamodule import ExampleDataModule
     from corl.modules.corl_module import CoRLModule
+    from corl.quiet import quiet_lightning
 
+    quiet_lightning()
     args = ["-c", config, "--trainer.logger", "false", "--trainer.callbacks", "null", "--model.init_from"]
     args += ["null", "--model.model", model] if model in BUILT_IN else [model]
     args += list(overrides)
