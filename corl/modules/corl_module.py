@@ -18,8 +18,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from corl.callbacks import ExactResume, FinalCheckpoint, RewardLayout
 from corl.data.schema import ExampleBatch
-from corl.lightning_internals import logged_step, save_last_if_behind
+from corl.lightning_internals import logged_step
 from corl.models import load_named
 from corl.modules.collect import Collected, collect
 from corl.modules.decode_weights import DecodeWeightsMode
@@ -31,7 +32,7 @@ from corl.modules.grpo import (
     group_advantages,
 )
 from corl.modules.held_out import held_out_scores
-from corl.modules.logging_media import log_media, write_layout
+from corl.modules.logging_media import log_media
 from corl.modules.lora import LoRA, check_resumable
 from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
 from corl.modules.optim import LRSchedule, adamw_with_schedule
@@ -42,9 +43,6 @@ from corl.modules.scoring import Scores, reward_names, score_rollout
 from corl.modules.settings import check_settings
 from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, norm_value, shard
 from corl.modules.update import LossSettings, micro_batch_loss, rollout_logprobs
-from corl.resume import gather_from_ranks, rng_states, set_rng_states
-
-RANK_STATES = "corl_rank_states"  # checkpoint key: every rank's random states, data position and counters
 
 
 class CoRLModule(L.LightningModule):
@@ -212,7 +210,6 @@ class CoRLModule(L.LightningModule):
         self._model_configured = False
         self.skipped_reading = 0  # this rank's rows passed over while reading (restored on resume)
         self.skipped_steps = 0  # optimiser steps skipped for non-finite values (restored on resume)
-        self._resumed_rng: dict | None = None  # random states to put back before the first resumed step
 
     def configure_model(self) -> None:
         """Activation checkpointing, and FSDP units when the strategy gives a device mesh."""
@@ -259,60 +256,20 @@ class CoRLModule(L.LightningModule):
         for reward in self.image_rewards:
             reward.setup()
 
-    # ----------------------------------------------------------------------------- the algorithm
+    def configure_callbacks(self) -> list:
+        """Exact resume, the final ``last.ckpt`` and TensorBoard's layout (``corl.callbacks``)."""
+        return [ExactResume(), FinalCheckpoint(), RewardLayout()]
+
     def on_train_start(self) -> None:
-        """Count the unreadable rows the data set left out when it was opened, once; lay out TensorBoard."""
+        """Count the unreadable rows the data set left out when it was opened, once."""
         dataset = getattr(self.trainer.datamodule, "dataset", None) if self.trainer.datamodule else None
         self.skipped_at_opening = getattr(dataset, "skipped", 0)  # every rank opens the same files
-        if self.trainer.is_global_zero:
-            write_layout(self.logger, [reward.name for reward in (*self.image_rewards, *self.text_rewards)])
-
-    def on_train_end(self) -> None:
-        """Make ``last.ckpt`` the final weights even when the last step is not a multiple of ``every_n_train_steps``.
-
-        Lightning's checkpoint callback keeps the last periodic save otherwise, and stage 2, merges and
-        exports start from ``last.ckpt``.
-        """
-        save_last_if_behind(self.trainer)
-
-    # ------------------------------------------------------------------------------ exact resume
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Every rank's random states, data position and counters go into the checkpoint (``corl.resume``)."""
-        loader = self.trainer.train_dataloader if self.trainer.state.fn == "fit" else None
-        state = {
-            "rng": rng_states(),
-            "loader": [loader.state_dict()] if hasattr(loader, "state_dict") else [],
-            "skipped_reading": self.skipped_reading,
-            "skipped_steps": self.skipped_steps,
-            "extra_examples": getattr(self.trainer.datamodule, "extra_state", lambda: None)(),
-        }
-        checkpoint[RANK_STATES] = gather_from_ranks(state)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Take this rank's own states back; the random ones are put back before the next training step."""
+        """Refuse a checkpoint whose adapters this run's settings cannot load (``corl.modules.lora``)."""
         check_resumable(checkpoint.get("hyper_parameters", {}), self.hparams)
-        ranks = checkpoint.get(RANK_STATES)
-        if not ranks:
-            return
-        if len(ranks) != self.trainer.world_size:
-            rank_zero_warn(f"the checkpoint was written by {len(ranks)} rank(s), this run has {self.trainer.world_size}"
-                           ": it continues, but not exactly where the run stopped (data order and random draws)")
-            return
-        mine = ranks[self.global_rank]
-        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
-        if mine["loader"] and "combined_loader" in fit_loop:
-            fit_loop["combined_loader"] = mine["loader"]  # Lightning saved only the writing rank's
-        self.skipped_reading, self.skipped_steps = mine["skipped_reading"], mine["skipped_steps"]
-        if hasattr(self.trainer.datamodule, "load_extra_state"):  # dynamic sampling's stream of further examples
-            self.trainer.datamodule.load_extra_state(mine.get("extra_examples"))
-        self._resumed_rng = mine["rng"]
 
-    def on_train_batch_start(self, batch: ExampleBatch, batch_idx: int) -> None:
-        """After a resume, the random states the run had when it was saved, right before its next step."""
-        if self._resumed_rng is not None:
-            set_rng_states(self._resumed_rng)
-            self._resumed_rng = None
-
+    # ----------------------------------------------------------------------------- the algorithm
     def training_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         """Collect a rollout and its scores, group advantages, ``mu`` clipped GRPO updates, logs."""
         hp = self.hparams
