@@ -130,6 +130,15 @@ class TextReward:
         return self(completions, **columns), {}
 
 
+def absent(check: Callable[[], object]) -> list[str]:
+    """The message of the ``FileNotFoundError`` that ``check()`` raises, as the one thing missing, or nothing."""
+    try:
+        check()
+    except FileNotFoundError as err:
+        return [str(err)]
+    return []
+
+
 def missing(*parts: object) -> list[str]:
     """What the parts need that is absent: each part's ``missing()``, where it has one."""
     return [problem for part in parts if hasattr(part, "missing") for problem in part.missing()]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from corl.modules.rewards.base import GeneratedImages, ImageReward
+from corl.modules.rewards.base import GeneratedImages, ImageReward, absent
 
 
 class ClipScoreReward(ImageReward):
@@ -70,11 +70,7 @@ class ClipScoreReward(ImageReward):
 
     def missing(self) -> list[str]:
         """The CLIP weights file, where it is absent (``corl check``)."""
-        try:
-            self._checkpoint()
-        except FileNotFoundError as err:
-            return [str(err)]
-        return []
+        return absent(self._checkpoint)
 
     def _load(self):
         import open_clip  # heavy; imported only when the reward is used

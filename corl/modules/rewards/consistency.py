@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from corl.data.images import PhotoFit
-from corl.modules.rewards.base import GeneratedImages, ImageReward
+from corl.modules.rewards.base import GeneratedImages, ImageReward, absent
 
 # torchvision checkpoints that lpips' trunks load from the torch hub cache.
 TRUNK_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
@@ -70,13 +70,7 @@ class ImageConsistencyReward(ImageReward):
 
     def missing(self) -> list[str]:
         """The trunk weights, where they are needed and absent (``corl check``)."""
-        if self.random_trunk:
-            return []
-        try:
-            self._find_trunk()
-        except FileNotFoundError as err:
-            return [str(err)]
-        return []
+        return [] if self.random_trunk else absent(self._find_trunk)
 
     def setup(self) -> None:
         """Build LPIPS once, on the CPU; it follows the images to their device on first use."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from corl.modules.rewards.base import GeneratedImages
+from corl.modules.rewards.base import GeneratedImages, absent
 from corl.modules.rewards.captioners import Captioner
 from corl.names import DTYPES
 
@@ -65,11 +65,7 @@ class HFCaptioner(Captioner):
 
     def missing(self) -> list[str]:
         """The captioner's folder, where it is absent (``corl check``)."""
-        try:
-            self._folder()
-        except FileNotFoundError as err:
-            return [str(err)]
-        return []
+        return absent(self._folder)
 
     def setup(self) -> None:
         """Load the processor and model once, on the CPU; a missing folder fails here, at start."""
