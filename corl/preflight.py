@@ -14,7 +14,7 @@ from typing import Any
 
 from corl.data.readers import DataError, data_files
 from corl.errors import UsageError
-from corl.modules.loading import folder_format, missing_model, on_hub
+from corl.modules.loading import folder_format, model_source
 from corl.names import BUILT_IN
 
 # The public data sets of the paper, by the folder name a download gives them (README's commands).
@@ -51,16 +51,13 @@ def report(found: list[str], config_name: str) -> str:
 def _model(name: str | None) -> list[str]:
     if name is None or name in BUILT_IN:
         return []
-    path = Path(name).expanduser()
-    if (path / "config.json").is_file():
-        try:
+    try:
+        path, local = model_source(name)  # a hub id passes: fetched into transformers' cache on load
+        if local:
             folder_format(path)
-        except ValueError as err:
-            return [f"model.model: {err}"]
-        return []
-    if not path.exists() and on_hub(name):
-        return []  # a hub id, fetched into transformers' cache on load
-    return [f"model.model: {missing_model(path)}"]
+    except (FileNotFoundError, ValueError) as err:
+        return [f"model.model: {err}"]
+    return []
 
 
 def _checkpoint(name: str) -> list[str]:

@@ -33,7 +33,7 @@ def load_janus(model: str, dtype: str = "float32", seed: int = 0):
         janus, processor = build_tiny_janus(JANUS_PRO_1B if model == RANDOM_PRO_1B else None, seed=seed)
         check_processor(janus, processor, model)
         return janus.to(DTYPES[dtype]), processor
-    path, local = _model_source(model)
+    path, local = model_source(model)
     if local and folder_format(path) == DEEPSEEK:
         from corl.deepseek.folder import load_deepseek
 
@@ -66,7 +66,7 @@ def load_processor(model: str, seed: int = 0):
         sizes = {TINY: JanusSizes(), TINY_WARM: WARM_SIZES, RANDOM_PRO_1B: JANUS_PRO_1B}[model]
         processor = build_tiny_processor(sizes)
         return processor, processor.num_image_tokens
-    path, local = _model_source(model)
+    path, local = model_source(model)
     if local and folder_format(path) == DEEPSEEK:
         from corl.deepseek.processor import read_processor
 
@@ -78,7 +78,7 @@ def load_processor(model: str, seed: int = 0):
     return AutoProcessor.from_pretrained(source), AutoConfig.from_pretrained(source).vision_config.num_image_tokens
 
 
-def _model_source(model: str) -> tuple[Path, bool]:
+def model_source(model: str) -> tuple[Path, bool]:
     """The folder ``model`` names and whether it holds a model; refused unless it does or names a hub id."""
     path = Path(model).expanduser()
     local = (path / "config.json").is_file()
