@@ -41,13 +41,13 @@ def task_gradients(module, batch) -> dict[str, torch.Tensor]:
     advantages = group_advantages(rewards["total"], hp.group_size, hp.advantage_scale, hp.advantage_eps)
     params = [p for p in module.policy.trained_modules().parameters() if p.requires_grad]
     grads = {}
-    for task, logps in zip(("image", "text"), logprobs(module.policy, rollout), strict=True):
-        if logps is None:
+    for task, scored in zip(("image", "text"), logprobs(module.policy, rollout), strict=True):
+        if scored is None:
             continue
         # exactly the training step's loss, of every row
         limit = module.policy.num_image_tokens if task == "image" else hp.max_completion_tokens
-        loss, _ = objective(logps, rollout.part(task), advantages, rollout.ref_logps(task), module.loss_settings,
-                            limit)
+        loss, _ = objective(scored.logps, rollout.part(task), advantages, rollout.ref_logps(task),
+                            module.update_settings.loss, limit)
         grads[task] = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, allow_unused=True,
                                                                           retain_graph=True) if g is not None])
     return grads

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -72,9 +73,8 @@ def step_bytes(policy: JanusPolicy, task: str, rows: int, prompt_tokens: int, ne
     embedding's aligner, for answers the text head. The cache holds ``prompt_tokens`` (the task's own
     prompt) and on average half of the ``new_tokens``, for each of ``rows`` decoded rows.
     """
-    janus = policy.model.model
     modules = [m for name, m in policy.llm.named_children() if m is not policy.llm.get_input_embeddings()]
-    modules += [janus.generation_head, janus.generation_aligner] if task == "image" else [policy.model.lm_head]
+    modules += policy.janus.generation_modules() if task == "image" else [policy.janus.lm_head]
     weights = sum(p.numel() * dtype.itemsize for m in modules for p in m.parameters())
     return weights + rows * kv_bytes_per_position(policy, dtype) * (prompt_tokens + new_tokens / 2)
 
@@ -116,7 +116,8 @@ def main() -> None:
     )
 
     def corl(path: str):
-        policy.prefill_once, policy.decode = (False, "eager") if path == "eager" else (True, "auto")
+        prefill_once, decode = (False, "eager") if path == "eager" else (True, "auto")
+        policy.sampler.settings = replace(policy.sampler.settings, prefill_once=prefill_once, decode=decode)
         return (lambda: policy.sample_images([s.prompt for s in scenes], g),
                 lambda: policy.sample_texts(ids, mask, embeds, g))
 
@@ -149,7 +150,7 @@ def main() -> None:
         report["image"]["hf_s"] = best(hf_images, args.device, args.repeats)
         report["text"]["hf_s"] = best(hf_answers, args.device, args.repeats)
     tokens = policy.sample_images([s.prompt for s in scenes], g).tokens
-    vq_decode = best(lambda: policy.decode_images(tokens), args.device, args.repeats)  # the same on every path
+    vq_decode = best(lambda: policy.janus.decode_images(tokens), args.device, args.repeats)  # the same on every path
     for path in ("eager", "fast"):
         images, answers = corl(path)
         report["image"][f"{path}_s"] = best(images, args.device, args.repeats)
@@ -157,7 +158,7 @@ def main() -> None:
         report["image"][f"{path}_ms_per_step"] = (report["image"][f"{path}_s"] - vq_decode) / n * 1e3
         report["text"][f"{path}_ms_per_step"] = report["text"][f"{path}_s"] / args.answer_tokens * 1e3
     for length in args.longer_answers:  # the same groups, longer answers: corl's paths only
-        policy.max_completion_tokens = length
+        policy.sampler.settings = replace(policy.sampler.settings, max_completion_tokens=length)
         timings = {}
         for path in ("eager", "fast"):
             _, answers = corl(path)

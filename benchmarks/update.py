@@ -16,6 +16,7 @@ Each time is the best of ``--repeats`` after a warm-up; compare ratios, and only
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -44,9 +45,9 @@ def main() -> None:
         tokens = policy.sample_images([s.prompt for s in scenes], g).tokens
 
     def text_pass(packed: bool) -> torch.Tensor:
-        policy.pack_groups = packed
+        policy.scorer.settings = replace(policy.scorer.settings, pack_groups=packed)
         policy.zero_grad(set_to_none=True)
-        logps = policy.text_logprobs(rollout)
+        logps = policy.logprobs(rollout).logps
         logps.sum().backward()
         return logps.detach()
 
@@ -58,11 +59,10 @@ def main() -> None:
     for packed in (True, False):
         report["text"]["packed_s" if packed else "per_row_s"] = best(lambda: text_pass(packed), args.device,
                                                                       args.repeats)
-    vq = model.model.vqmodel
     for layout, name in ((torch.channels_last, "channels_last_s"), (torch.contiguous_format, "contiguous_s")):
-        vq.to(memory_format=layout)
-        report["vq_decode"][name] = best(lambda: policy.decode_images(tokens), args.device, args.repeats)
-    vq.to(memory_format=torch.channels_last)
+        policy.janus.vq_memory_format(layout)
+        report["vq_decode"][name] = best(lambda: policy.janus.decode_images(tokens), args.device, args.repeats)
+    policy.janus.vq_memory_format(torch.channels_last)
 
     text, decode = report["text"], report["vq_decode"]
     print(f"model={args.model} device={report['device']} dtype={args.dtype} B={args.prompts} G={g} "

@@ -104,6 +104,16 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
     model.load_state_dict(state)
 
 
+def start_from(model: torch.nn.Module, init_from: str | None) -> None:
+    """Put ``model.init_from``'s weights (a corl checkpoint or an exported folder) into ``model``, when set.
+
+    Stage 2 starts so from stage 1: the weights only, the optimiser and step counter start fresh
+    (resuming an interrupted run is ``--ckpt_path``).
+    """
+    if init_from is not None:
+        load_state(model, read_weights(init_from), init_from)
+
+
 def check_compatible(states: Sequence[dict[str, torch.Tensor]], names: Sequence[str]) -> None:
     """Raise unless every state dict has the same keys and shapes as the first."""
     first = states[0]

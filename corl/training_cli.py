@@ -23,6 +23,7 @@ from corl.lightning_internals import cli_options
 from corl.modules.corl_module import CoRLModule
 from corl.preemption import LOGGER_VERSION, Preemption
 from corl.preflight import problems, report
+from corl.trainer_setup import TrainerSetup
 
 SUBCOMMANDS = ("fit", "validate")
 
@@ -54,7 +55,7 @@ class CorlCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,  # the module owns AdamW and its schedule (see its arguments)
             parser_kwargs={**strict, **{name: strict for name in SUBCOMMANDS}},
-            trainer_defaults={"callbacks": [Preemption(typed)]},
+            trainer_defaults={"callbacks": [Preemption(typed), TrainerSetup()]},
             check_only=check_only,
         )
         return cli

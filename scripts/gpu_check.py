@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -53,11 +54,11 @@ def consistency() -> dict[str, dict[str, float]]:
         for mode in ("cfg", "conditional"):
             policy = JanusPolicy(model, processor, cfg_weight=5.0, max_completion_tokens=32, image_logprob_mode=mode)
             rollout = policy.sample_images([s.prompt for s in scenes], 4)
-            gap[f"image_{mode}"] = (policy.image_logprobs(rollout) - rollout.old_logps).abs().max().item()
+            gap[f"image_{mode}"] = (policy.logprobs(rollout).logps - rollout.old_logps).abs().max().item()
         ids, mask, embeds, _ = policy.understanding_prompts(
             [s.qa_problem for s in scenes], [s.qa_type for s in scenes], [s.real_image for s in scenes])
         rollout = policy.sample_texts(ids, mask, embeds, 4)
-        gap["text"] = (policy.text_logprobs(rollout) - rollout.old_logps).abs().max().item()
+        gap["text"] = (policy.logprobs(rollout).logps - rollout.old_logps).abs().max().item()
         gaps[str(dtype).removeprefix("torch.")] = gap
     return gaps
 
@@ -84,6 +85,7 @@ def train(args: argparse.Namespace) -> dict:
     from corl.modules.rewards import ImageConsistencyReward, TextImageMatchingReward, TextReward
     from corl.modules.sharding import Sharding
     from corl.strategies import FullyShardedStrategy
+    from corl.trainer_setup import TrainerSetup
 
     start = time.perf_counter()
     fsdp = args.strategy == "fsdp"
@@ -97,7 +99,7 @@ def train(args: argparse.Namespace) -> dict:
             activation_checkpointing=fsdp, sharding=Sharding(param_dtype="bfloat16"),
             decode="eager" if args.path == "eager" else "auto",
         )
-    module.policy.prefill_once = args.path == "fast"
+    module.policy.sampler.settings = replace(module.policy.sampler.settings, prefill_once=args.path == "fast")
     built = time.perf_counter() - start
     label = f"{args.strategy}/{args.path}"
     print(f"[{label}] model built in {built:.0f} s", flush=True)
@@ -105,11 +107,12 @@ def train(args: argparse.Namespace) -> dict:
     trainer = L.Trainer(
         accelerator=DEVICE, devices=1, precision="bf16-mixed",
         max_steps=args.steps, logger=False, strategy=FullyShardedStrategy() if fsdp else "auto",
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[record],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[record, TrainerSetup()],  # what the CLI adds to every run
     )
     if DEVICE == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    size = module.policy.model.config.vision_config.image_size
+    size = module.policy.janus.image_size
     trainer.fit(module, ExampleDataModule(batch_size=args.prompts, length=64, image_size=size))
     return {"build_s": built, "steps": record.steps, "peak_gib": peak_gib()}
 

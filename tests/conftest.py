@@ -7,6 +7,7 @@ from corl.data.procedural import make_scene
 from corl.modules.lora import LoRA
 from corl.modules.policy import JanusPolicy
 from corl.modules.tiny import build_tiny_janus
+from corl.trainer_setup import TrainerSetup
 
 
 @pytest.fixture
@@ -74,13 +75,13 @@ class StepMetrics(L.Callback):
 
 @pytest.fixture(scope="session")
 def quiet_trainer():
-    """A CPU Trainer without logger, progress bar or summary, and the step metrics it recorded."""
+    """A CPU Trainer set up as the CLI sets it (``TrainerSetup``), quiet, and the step metrics it recorded."""
 
     def make(steps, callbacks=(), **kwargs):
         metrics = StepMetrics()
         options = {"logger": False, "enable_checkpointing": False, **kwargs}
         trainer = L.Trainer(max_steps=steps, accelerator="cpu", enable_progress_bar=False,
-                            enable_model_summary=False, callbacks=[metrics, *callbacks], **options)
+                            enable_model_summary=False, callbacks=[metrics, TrainerSetup(), *callbacks], **options)
         return trainer, metrics
 
     return make

@@ -13,7 +13,6 @@ from corl.data.procedural import ProceduralExamples
 from corl.data.readers import DataError, ExampleFiles
 from corl.data.sampling import ResumableBatches
 from corl.data.schema import ExampleBatch, Kind, collate_examples
-from corl.lightning_internals import keep_own_sampler
 
 
 class ExampleDataModule(L.LightningDataModule):
@@ -77,10 +76,6 @@ class ExampleDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Open the data sets once (procedural or files); rows are checked as they are read."""
-        if self.trainer is not None:
-            # The loaders split the data across ranks themselves, in an order a checkpoint can resume;
-            # Lightning must not wrap them in a DistributedSampler of its own.
-            keep_own_sampler(self.trainer)
         hp = self.hparams
         if self.dataset is None:
             self.dataset = self._open(hp.source, hp.length, hp.seed)

@@ -1,4 +1,4 @@
-"""Collecting a step's rollout: sample, score, and under dynamic sampling roll out further examples.
+"""Collecting a step's rollout: sample both tasks, score, and under dynamic sampling roll out further examples.
 
 DAPO's dynamic sampling replaces groups whose rewards are all equal (no advantage) by informative
 groups from further examples, round after round up to a limit; a step always keeps ``batch_size``
@@ -9,12 +9,45 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import torch
 
 from corl.data.schema import ExampleBatch
 from corl.modules.dynamic_sampling import combine, informative_groups, pick_groups
 from corl.modules.rollout import Rollout
 from corl.modules.scoring import Scores
+
+
+def tasks_at(step: int, tasks: tuple[str, ...], alternate_every: int) -> tuple[str, ...]:
+    """The tasks rolled out at a training step: all with rewards, or one of them in turn (RL-Cycle)."""
+    every = alternate_every
+    return tasks if every <= 0 or len(tasks) < 2 else (tasks[(step // every) % 2],)
+
+
+@torch.no_grad()
+def sample(policy, batch: ExampleBatch, tasks: tuple[str, ...], group_size: int, greedy_answers: bool = False,
+           mask_truncated: bool = False) -> Rollout:
+    """G images per prompt and G answers per (image, question) for the tasks asked for, with the real images.
+
+    ``greedy_answers`` answers greedily (held-out scores); ``mask_truncated`` gives answers cut off by the
+    length limit no loss (DAPO's overlong filtering).
+    """
+    if "image" in tasks and batch.prompt is None:
+        raise ValueError("image rewards are configured but the data has no prompts (data.kind: t2i or triplet)")
+    if "text" in tasks and batch.qa_problem is None:
+        raise ValueError("text rewards are configured but the data has no questions (data.kind: qa or triplet)")
+    image = text = None
+    if "text" in tasks:
+        ids, mask, image_embeds, real = policy.understanding_prompts(batch.qa_problem, batch.qa_type, batch.real_image)
+        text = policy.sample_texts(ids, mask, image_embeds, group_size, temperature=0.0 if greedy_answers else None)
+        if mask_truncated:
+            text = replace(text, trained=text.completion_ends_with_eos.clone())
+    else:
+        real = policy.janus.pixel_values(batch.real_image)
+    if "image" in tasks:
+        image = policy.sample_images(batch.prompt, group_size)
+    return Rollout(image=image, text=text, real_pixels=real, group_size=group_size)
 
 
 @dataclass

@@ -8,41 +8,36 @@ with no reward configured is not rolled out at all.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 
 from corl.callbacks import ExactResume, FinalCheckpoint, RewardLayout
+from corl.checkpoints import start_from
 from corl.data.schema import ExampleBatch
 from corl.lightning_internals import logged_step
 from corl.models import load_named
-from corl.modules.collect import Collected, collect
+from corl.modules.collect import Collected, collect, sample, tasks_at
 from corl.modules.decode_weights import DecodeWeightsMode
 from corl.modules.decoding import DecodeMode
-from corl.modules.grpo import (
-    AdvantageScale,
-    Aggregation,
-    ImportanceLevel,
-    group_advantages,
-)
+from corl.modules.grpo import AdvantageScale, Aggregation, ImportanceLevel, group_advantages
 from corl.modules.held_out import held_out_scores
 from corl.modules.logging_media import log_media
+from corl.modules.logprobs import ImageLogprobMode
 from corl.modules.lora import LoRA, check_resumable
-from corl.modules.metrics import EXTREMES, accumulate, reward_stats, skip_report
+from corl.modules.metrics import step_scalars
 from corl.modules.optim import LRSchedule, adamw_with_schedule
-from corl.modules.policy import FrozenModules, ImageLogprobMode, JanusPolicy
+from corl.modules.policy import JanusPolicy
+from corl.modules.reference import FrozenModules
 from corl.modules.rewards.base import ImageReward, TextReward
 from corl.modules.rollout import OldLogps, Rollout
 from corl.modules.scoring import Scores, reward_names, score_rollout
 from corl.modules.settings import check_settings
-from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, norm_value, shard
-from corl.modules.update import LossSettings, micro_batch_loss, rollout_logprobs
+from corl.modules.sharding import Sharding, checkpoint_layers, checkpointing_paused, gathered, shard_on_mesh
+from corl.modules.update import OptimiserSteps, UpdateSettings, rollout_logprobs, update
 
 
 class CoRLModule(L.LightningModule):
@@ -187,25 +182,12 @@ class CoRLModule(L.LightningModule):
         if not self.image_rewards and not self.text_rewards:
             raise ValueError("configure at least one reward in model.image_rewards or model.text_rewards")
         janus, processor = load_named(model, dtype, seed)
-        if init_from is not None:  # stage 2 starts from stage 1's weights; the optimiser starts fresh
-            from corl.checkpoints import load_state, read_weights
-
-            load_state(janus, read_weights(init_from), init_from)
-        self.policy = JanusPolicy(
-            janus,
-            processor,
-            cfg_weight=cfg_weight,
-            image_temperature=image_temperature,
-            text_temperature=text_temperature,
-            max_completion_tokens=max_completion_tokens,
-            image_logprob_mode=image_logprob_mode,
-            logprob_chunk_tokens=logprob_chunk_tokens,
-            decode=decode,
-            decode_weights=decode_weights,
-            lora=lora,
-            system_prompt=system_prompt,
-            instruction=instruction,
-        )
+        start_from(janus, init_from)
+        self.policy = JanusPolicy(janus, processor, cfg_weight=cfg_weight, image_temperature=image_temperature,
+                                  text_temperature=text_temperature, max_completion_tokens=max_completion_tokens,
+                                  image_logprob_mode=image_logprob_mode, logprob_chunk_tokens=logprob_chunk_tokens,
+                                  decode=decode, decode_weights=decode_weights, lora=lora, system_prompt=system_prompt,
+                                  instruction=instruction)
         self.reference = self.policy.make_reference() if beta > 0 else None
         self._model_configured = False
         self.skipped_reading = 0  # this rank's rows passed over while reading (restored on resume)
@@ -218,17 +200,10 @@ class CoRLModule(L.LightningModule):
         self._model_configured = True
         if self.hparams.activation_checkpointing:
             checkpoint_layers(self.policy.llm)
-        if self.device_mesh is None:  # one device, or DDP: nothing to shard
-            return
-        mesh = self.device_mesh  # ModelParallelStrategy's (data_parallel, tensor_parallel) mesh
-        if mesh["tensor_parallel"].size() != 1:
-            raise ValueError("corl shards with FSDP only (no tensor parallelism): use "
-                             "corl.strategies.FullyShardedStrategy as trainer.strategy")
-        mesh = mesh["data_parallel"]
-        # The FSDP roots are kept in a list, not registered: their parameters are the units' own.
-        self._fsdp_roots = [shard(self.policy.trained_modules(), mesh, self.sharding)]
-        if isinstance(self.reference, FrozenModules):  # a copy of its own; LoRA's reference is the policy's units
-            self._fsdp_roots.append(shard(self.reference, mesh, self.sharding))
+        if self.device_mesh is not None:  # ModelParallelStrategy's mesh (one device, or DDP: nothing to shard)
+            # A frozen reference is a copy of its own; LoRA's reference is the policy's own units.
+            copies = [self.reference] if isinstance(self.reference, FrozenModules) else []
+            self._fsdp_roots = shard_on_mesh(self.device_mesh, self.policy.trained_modules(), copies, self.sharding)
 
     @contextmanager
     def rollout_mode(self) -> Iterator[None]:
@@ -237,22 +212,7 @@ class CoRLModule(L.LightningModule):
             yield
 
     def setup(self, stage: str) -> None:
-        """Refuse strategies that wrap the whole module, write checkpoints atomically, load image rewards' scorers."""
-        from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-        from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
-
-        from corl.checkpoint_io import AtomicCheckpointIO
-
-        strategy = self.trainer.strategy
-        if isinstance(strategy, FSDPStrategy | DeepSpeedStrategy):
-            raise ValueError(
-                f"trainer.strategy {type(strategy).__name__} wraps the whole module, but rollouts call "
-                "the policy's parts one by one: shard with corl.strategies.FullyShardedStrategy (configs/fsdp.yaml)"
-            )
-        if stage == "fit" and self.trainer.max_steps == 0:
-            raise ValueError("trainer.max_steps is 0: nothing would be trained (-1 trains until the data runs out)")
-        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # a kill mid-write must not truncate last.ckpt
-            strategy.checkpoint_io = AtomicCheckpointIO()
+        """Load the image rewards' scorers (the Trainer's own checks are ``corl.trainer_setup``'s)."""
         for reward in self.image_rewards:
             reward.setup()
 
@@ -274,13 +234,13 @@ class CoRLModule(L.LightningModule):
         """Collect a rollout and its scores, group advantages, ``mu`` clipped GRPO updates, logs."""
         hp = self.hparams
         self.skipped_reading += batch.skipped
-        tasks, pad = self.tasks_at(self.global_step // hp.mu), self.policy.tokenizer.pad_token_id
+        tasks = tasks_at(self.global_step // hp.mu, self.tasks(), hp.alternate_every)
+        pad = self.policy.tokenizer.pad_token_id
         with self.rollout_mode():  # rewards such as the self-captioner decode with the policy too
             step = collect(batch, lambda examples: self.rollout(examples, tasks), self.scores, self._more_examples,
                            hp.group_size, hp.dynamic_sampling, hp.max_resample_rounds, pad)
         start = time.perf_counter()
-        advantages = group_advantages(step.scores.values["total"], hp.group_size, hp.advantage_scale,
-                                      hp.advantage_eps)
+        advantages = group_advantages(step.scores.values["total"], hp.group_size, hp.advantage_scale, hp.advantage_eps)
         update_stats = self.update(step.rollout, advantages, step.scores.values)
         self.log_step(step, advantages, {**update_stats, "time/update": time.perf_counter() - start}, batch_idx)
 
@@ -294,34 +254,21 @@ class CoRLModule(L.LightningModule):
                  batch_idx: int) -> None:
         """The step's scalars (every rank the same keys, in the same order: each is one collective), and media."""
         rollout, rewards, hp = step.rollout, step.scores.values, self.hparams
-        stats = {**reward_stats(rewards, advantages), **update_stats, **rollout.stats(), **step.stats,
-                 **self.policy.decode_stats()}
-        stats["throughput/rollout_tokens_per_s"] = rollout.num_tokens() / max(step.stats["time/rollout"], 1e-9)
-        stats.update({f"time/reward/{name}": seconds for name, seconds in step.scores.seconds.items()})
-        self.log_dict({k: float(v) for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=len(step.batch),
-                      sync_dist=True)
+        stats = step_scalars(step, advantages, update_stats, self.policy.decode_stats())
+        self.log_dict(stats, on_step=True, on_epoch=False, batch_size=len(step.batch), sync_dist=True)
         reading = torch.tensor(float(self.skipped_reading), device=self.device)
         reading = self.trainer.strategy.reduce(reading, reduce_op="sum")  # ranks read different rows
         self.log("data/skipped_rows", self.skipped_at_opening + reading, on_step=True, on_epoch=False,
                  batch_size=len(step.batch))
         every = hp.log_media_every_n_steps
         if every and batch_idx % every == 0:
-            log_media(self.logger, self.logging_step(), step.batch, rollout, rewards, hp.group_size,
+            # Lightning logs this batch's scalars at a step that counts batches, not the mu optimiser steps.
+            log_media(self.logger, logged_step(self.trainer), step.batch, rollout, rewards, hp.group_size,
                       step.scores.captions)
-
-    def logging_step(self) -> int:
-        """The step this batch's scalars are logged at: Lightning counts batches, not the mu optimiser steps."""
-        return logged_step(self.trainer)
 
     def tasks(self) -> tuple[str, ...]:
         """The tasks that have rewards."""
         return tuple(task for task, rewards in (("image", self.image_rewards), ("text", self.text_rewards)) if rewards)
-
-    def tasks_at(self, step: int) -> tuple[str, ...]:
-        """The tasks rolled out at a training step: those with rewards, or one of them in turn (RL-Cycle)."""
-        tasks = self.tasks()
-        every = self.hparams.alternate_every
-        return tasks if every <= 0 or len(tasks) < 2 else (tasks[(step // every) % 2],)
 
     @torch.no_grad()
     def rollout(self, batch: ExampleBatch, tasks: tuple[str, ...] | None = None, evaluation: bool = False,
@@ -331,26 +278,10 @@ class CoRLModule(L.LightningModule):
         ``evaluation`` samples one image and one answer per example and no reference log-probs; the
         answer is greedy, or with ``greedy=False`` sampled at ``text_temperature`` as in training.
         """
-        g = 1 if evaluation else self.hparams.group_size
-        tasks = self.tasks() if tasks is None else tasks
-        if "image" in tasks and batch.prompt is None:
-            raise ValueError("image rewards are configured but the data has no prompts (data.kind: t2i or triplet)")
-        if "text" in tasks and batch.qa_problem is None:
-            raise ValueError("text rewards are configured but the data has no questions (data.kind: qa or triplet)")
-        image = text = None
-        if "text" in tasks:
-            ids, mask, image_embeds, real = self.policy.understanding_prompts(
-                batch.qa_problem, batch.qa_type, batch.real_image
-            )
-            temperature = 0.0 if evaluation and greedy else None
-            text = self.policy.sample_texts(ids, mask, image_embeds, g, temperature=temperature)
-            if self.hparams.mask_truncated_completions and not evaluation:  # DAPO: cut-off answers get no loss
-                text = replace(text, trained=text.completion_ends_with_eos.clone())
-        else:
-            real = self.policy.pixel_values(batch.real_image)
-        if "image" in tasks:
-            image = self.policy.sample_images(batch.prompt, g)
-        rollout = Rollout(image=image, text=text, real_pixels=real, group_size=g)
+        hp = self.hparams
+        rollout = sample(self.policy, batch, self.tasks() if tasks is None else tasks,
+                         1 if evaluation else hp.group_size, greedy_answers=evaluation and greedy,
+                         mask_truncated=hp.mask_truncated_completions and not evaluation)
         if self.reference is not None and not evaluation:
             rollout.ref_image_logps, rollout.ref_text_logps = rollout_logprobs(
                 self.policy, rollout, self.hparams.micro_batch_size, self.reference)
@@ -382,75 +313,30 @@ class CoRLModule(L.LightningModule):
         """The keys of ``score``'s output that are rewards (of ``task``: ``image`` or ``text``) or their parts."""
         return reward_names(scores, self.image_rewards, self.text_rewards, task)
 
-    @property
-    def loss_settings(self) -> LossSettings:
-        """The objective's settings, from the module's."""
-        hp = self.hparams
-        return LossSettings(beta=hp.beta, eps_low=hp.eps_low, eps_high=hp.eps_high, aggregation=hp.aggregation,
-                            importance_sampling_level=hp.importance_sampling_level,
-                            max_completion_tokens=hp.max_completion_tokens, micro_batch_size=hp.micro_batch_size)
-
     def update(self, rollout: Rollout, advantages: torch.Tensor, rewards: dict[str, torch.Tensor]) -> dict[str, float]:
-        """``mu`` optimiser steps over the rollout, each accumulating over micro-batches of rows.
-
-        A pass whose loss or gradient norm is not finite (on any rank) is skipped: no update, no
-        scheduler step. It is counted (``train/skipped_steps``) and reported with its cause; past
-        ``max_skipped_steps`` the run stops.
-        """
+        """``mu`` optimiser steps over the rollout with the skip policy (``corl.modules.update``); its scalars."""
         hp = self.hparams
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        totals = rollout.token_counts()
-        sums: dict[str, float] = {}
-        if hp.old_logps == "replay":  # pi_old from the training forward, so the first pass's ratio is exactly 1
-            image_logps, text_logps = rollout_logprobs(self.policy, rollout, hp.micro_batch_size)
-            if rollout.image is not None:
-                sums["image/replay_gap"] = float((image_logps - rollout.image.old_logps).abs().max())
-                rollout.image.old_logps = image_logps
-            if rollout.text is not None:
-                sums["text/replay_gap"] = float((text_logps - rollout.text.old_logps).abs().max())
-                rollout.text.old_logps = text_logps
-        used_lr = optimizer.param_groups[0]["lr"]  # logged: the rate of the rollout's last update
-        for _ in range(hp.mu):
-            optimizer.zero_grad(set_to_none=True)
-            step: dict[str, float] = {}
-            for rows in rollout.rows().split(hp.micro_batch_size):
-                loss, metrics = micro_batch_loss(self.policy, rollout, advantages, rows, totals, self.loss_settings)
-                self.manual_backward(loss)
-                accumulate(step, {k: float(v) for k, v in metrics.items()})
-            params = [p for p in self.policy.trained_modules().parameters() if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
-            step["grad_norm"] = norm_value(norm)
-            accumulate(sums, {k: v if k.endswith(EXTREMES) else v / hp.mu for k, v in step.items()})
-            if not self._finite_on_every_rank(step):
-                self._skip(optimizer, skip_report(step, rewards))
-                continue
+        optimizer = self.optimizers()
+
+        def clip() -> None:
             if hp.grad_clip > 0:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.grad_clip, gradient_clip_algorithm="norm")
-            used_lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-        sums["lr"] = used_lr
-        sums["train/skipped_steps"] = self.skipped_steps
-        return sums
 
-    def _finite_on_every_rank(self, step: dict[str, float]) -> bool:
-        """Whether every rank's losses and the gradient norm are finite; all ranks reach the same answer."""
-        finite = all(math.isfinite(step[key]) for key in step if key.startswith("loss/") or key == "grad_norm")
+        steps = OptimiserSteps(optimizer, self.lr_schedulers(), self.manual_backward, clip, self._finite_on_every_rank)
+        stats = update(self.policy, rollout, advantages, rewards, self.update_settings, steps, self.skipped_steps,
+                       self.global_step)
+        self.skipped_steps = stats.skipped_steps
+        return stats.logged()
+
+    @property
+    def update_settings(self) -> UpdateSettings:
+        """The update's and the objective's settings, from the module's."""
+        return UpdateSettings.of(self.hparams)
+
+    def _finite_on_every_rank(self, finite: bool) -> bool:
+        """Whether every rank's pass was finite; all ranks reach the same answer."""
         bad = torch.tensor(0.0 if finite else 1.0, device=self.device)
         return float(self.trainer.strategy.reduce(bad, reduce_op="sum")) == 0.0
-
-    def _skip(self, optimizer, report: str) -> None:
-        """Drop this pass's gradients, count it, say why, and stop once too many were skipped."""
-        optimizer.zero_grad(set_to_none=True)
-        self.skipped_steps += 1
-        limit = self.hparams.max_skipped_steps
-        if self.skipped_steps > limit:
-            raise RuntimeError(
-                f"{self.skipped_steps} optimiser steps were skipped for non-finite values, more than "
-                f"model.max_skipped_steps = {limit}; the last: {report}. Lower model.lr, check the rewards "
-                "and the data, or try float32."
-            )
-        rank_zero_warn(f"skipped an optimiser step at step {self.global_step} ({self.skipped_steps} so far): {report}")
 
     # ------------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -9,9 +9,18 @@ positions and a 102,400-token vocabulary at once would be the largest tensor of 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+# Which logits image tokens are scored with: the guided ones they were sampled from, or the conditional ones.
+ImageLogprobMode = Literal["conditional", "cfg"]
+
+
+def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, weight: float) -> torch.Tensor:
+    """Classifier-free guidance: ``u + w * (c - u)``, the logits image tokens are sampled from."""
+    return uncond + weight * (cond - uncond)
 
 
 def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:

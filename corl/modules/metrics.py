@@ -43,6 +43,20 @@ def skip_report(step: dict[str, float], rewards: dict[str, torch.Tensor]) -> str
     return "; ".join(parts)
 
 
+def step_scalars(step, advantages: torch.Tensor, update: dict[str, float],
+                 decode: dict[str, float]) -> dict[str, float]:
+    """A training step's scalars, always the same keys in the same order (each is one collective across ranks).
+
+    Rewards and advantages, the update's, the rollout's lengths, the collection's times, the decode's, the
+    throughput and each reward's seconds; ``step`` is a ``corl.modules.collect.Collected``.
+    """
+    rollout = step.rollout
+    stats = {**reward_stats(step.scores.values, advantages), **update, **rollout.stats(), **step.stats, **decode}
+    stats["throughput/rollout_tokens_per_s"] = rollout.num_tokens() / max(step.stats["time/rollout"], 1e-9)
+    stats.update({f"time/reward/{name}": seconds for name, seconds in step.scores.seconds.items()})
+    return {k: float(v) for k, v in stats.items()}
+
+
 def reward_stats(rewards: dict[str, torch.Tensor], advantages: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean, std and NaN count of every reward, and advantage statistics (the same keys every step)."""
     stats = {}

@@ -87,6 +87,30 @@ class JanusPrompts:
         enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt", return_offsets_mapping=True)
         return PromptBatch(enc["input_ids"], enc["attention_mask"], enc["offset_mapping"], texts)
 
+    def generation(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Conditional ids, mask and the Janus unconditional ids (only BOS and BOI kept) for T2I.
+
+        The conditional prompt is the processor's image-mode prompt: no system prompt, ending in
+        ``<begin_of_image>``.
+        """
+        enc = self.encode([[{"type": "text", "text": p}] for p in prompts], "image")
+        ids, mask = enc.ids, enc.mask
+        boi = self.tokenizer.convert_tokens_to_ids(self.processor.image_start_token)
+        keep = (ids == self.tokenizer.bos_token_id) | (ids == boi)
+        uncond = torch.where(keep | (mask == 0), ids, torch.full_like(ids, self.tokenizer.pad_token_id))
+        return ids, mask, uncond
+
+    def answers(self, answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids ``[B, T]`` of given answers, each ending in EOS, and their mask (SFT targets)."""
+        eos = self.tokenizer.eos_token_id
+        ids = [self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [eos] for answer in answers]
+        width = max(len(row) for row in ids)
+        padded = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(ids), width, dtype=torch.long)
+        for row, tokens in enumerate(ids):
+            padded[row, : len(tokens)], mask[row, : len(tokens)] = torch.tensor(tokens), 1
+        return padded, mask
+
     def part_span(self, content: list[dict], index: int, mode: Mode) -> tuple[int, int]:
         """Character range of text part ``content[index]`` inside ``self.text(content, mode)``.
 

@@ -15,19 +15,13 @@ def _take_rows(record, rows: torch.Tensor, per_row: tuple[str, ...]):
 
 
 @dataclass
-class ImageRollout:
-    """G sampled images per prompt, with what the training pass needs to score them again."""
+class ImageTokens:
+    """Image tokens to score, with the prompts they follow (a rollout's, or SFT's targets)."""
 
     prompt_ids: torch.Tensor  # [R, L] left-padded, ends with <begin_of_image>
     prompt_mask: torch.Tensor  # [R, L] 1 on real prompt tokens
     uncond_ids: torch.Tensor  # [R, L] the CFG unconditional prompt (text replaced by pad)
-    tokens: torch.Tensor  # [R, N] sampled image tokens
-    old_logps: torch.Tensor  # [R, N] log-probs under the training distribution at rollout time
-    pixels: torch.Tensor  # [R, 3, H, W] decoded images in [-1, 1], on the device
-
-    def rows(self, rows: torch.Tensor) -> ImageRollout:
-        """The sub-rollout of the given rows (a micro-batch)."""
-        return _take_rows(self, rows, tuple(f.name for f in fields(self)))
+    tokens: torch.Tensor  # [R, N] the image tokens
 
     @property
     def mask(self) -> torch.Tensor:
@@ -36,15 +30,38 @@ class ImageRollout:
 
 
 @dataclass
-class TextRollout:
-    """G sampled answers per (image, question); the image is encoded once per example."""
+class ImageRollout(ImageTokens):
+    """G sampled images per prompt, with what the training pass needs to score them again."""
+
+    old_logps: torch.Tensor  # [R, N] log-probs under the training distribution at rollout time
+    pixels: torch.Tensor  # [R, 3, H, W] decoded images in [-1, 1], on the device
+
+    def rows(self, rows: torch.Tensor) -> ImageRollout:
+        """The sub-rollout of the given rows (a micro-batch)."""
+        return _take_rows(self, rows, tuple(f.name for f in fields(self)))
+
+
+@dataclass
+class TextTokens:
+    """Answer tokens to score after their (image, question) prompts (a rollout's, or SFT's targets)."""
 
     prompt_ids: torch.Tensor  # [R, L] left-padded, image placeholders where the template puts them
     prompt_mask: torch.Tensor  # [R, L]
     example_index: torch.Tensor  # [R] which row of image_embeds each row reads
-    image_embeds: torch.Tensor  # [B, N_img, D] aligner output of the real images (frozen tower)
+    image_embeds: torch.Tensor  # [B, N_img, D] aligner output of the real images
     completion_ids: torch.Tensor  # [R, T] right-padded after EOS
     completion_mask: torch.Tensor  # [R, T] 1 up to and including EOS
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """[R, T] true on the answer tokens."""
+        return self.completion_mask.bool()
+
+
+@dataclass
+class TextRollout(TextTokens):
+    """G sampled answers per (image, question); the image is encoded once per example."""
+
     old_logps: torch.Tensor  # [R, T] sampling log-probs
     texts: list[str]  # R decoded completions, special tokens removed
     completion_ends_with_eos: torch.Tensor  # [R] bool: stopped by EOS, not by the length limit
@@ -60,7 +77,7 @@ class TextRollout:
     @property
     def mask(self) -> torch.Tensor:
         """[R, T] true on completion tokens that count in the loss."""
-        mask = self.completion_mask.bool()
+        mask = super().mask
         return mask if self.trained is None else mask & self.trained[:, None]
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from corl.data.schema import ExampleBatch
 from corl.modules.grpo import fill_unscored
-from corl.modules.rewards.base import GeneratedImages, ImageReward, TextReward
+from corl.modules.rewards.base import GeneratedImages, ImageReward, RewardScore, TextReward
 from corl.modules.rollout import Rollout
 
 
@@ -42,17 +42,18 @@ def score_rollout(rollout: Rollout, batch: ExampleBatch, policy, image_rewards: 
     if rollout.image is not None:
         samples = GeneratedImages(images=rollout.image.pixels, real_photos=[batch.real_image[i] for i in examples],
                                   prompts=[batch.prompt[i] for i in examples], tokens=rollout.image.tokens,
-                                  policy=policy)
+                                  reader=policy.reader)
         for reward in image_rewards:
-            values[reward.name], parts, seconds[reward.name] = _timed(reward.name, reward, device, samples)
-            values.update({f"{reward.name}/{part}": value for part, value in parts.items()})
+            score, seconds[reward.name] = _timed(reward.name, reward, device, samples)
+            values[reward.name] = score.values
+            values.update({f"{reward.name}/{part}": value for part, value in score.parts.items()})
             image_total += reward.weight * fill_unscored(values[reward.name], rollout.group_size)
-            captions = captions or getattr(reward, "last_captions", None) or None
+            captions = captions or score.captions or None
     if rollout.text is not None:
         columns = {k: [v[i] for i in examples] for k, v in batch.text_columns().items()}
         for reward in text_rewards:
-            values[reward.name], _, seconds[reward.name] = _timed(reward.name, reward, device, rollout.text.texts,
-                                                                   **columns)
+            score, seconds[reward.name] = _timed(reward.name, reward, device, rollout.text.texts, **columns)
+            values[reward.name] = score.values
             text_total += reward.weight * fill_unscored(values[reward.name], rollout.group_size)
     values.update(image=image_total, text=text_total, total=image_total + text_weight * text_total)
     return Scores(values, seconds, captions)
@@ -66,15 +67,15 @@ def reward_names(values: dict[str, torch.Tensor], image_rewards: Sequence[ImageR
     return [key for key in values if key in names or key.rpartition("/")[0] in names]
 
 
-def _timed(name: str, reward, device: torch.device, *args, **kwargs):
+def _timed(name: str, reward, device: torch.device, *args, **kwargs) -> tuple[RewardScore, float]:
     """One reward's scores and parts on ``device``, and its seconds (waiting for the GPU: the time is its own)."""
     start = time.perf_counter()
     try:
-        value, parts = reward.scored(*args, **kwargs)
+        score = reward.scored(*args, **kwargs)
     except Exception as err:  # noqa: BLE001 - re-raised with the reward's name
         raise RuntimeError(f"reward {name!r} failed: {err}") from err
-    value = torch.as_tensor(value, dtype=torch.float32).to(device)
-    parts = {part: torch.as_tensor(v, dtype=torch.float32).to(device) for part, v in parts.items()}
+    value = torch.as_tensor(score.values, dtype=torch.float32).to(device)
+    parts = {part: torch.as_tensor(v, dtype=torch.float32).to(device) for part, v in score.parts.items()}
     if value.is_cuda:
         torch.cuda.synchronize(value.device)
-    return value, parts, time.perf_counter() - start
+    return replace(score, values=value, parts=parts), time.perf_counter() - start

@@ -12,8 +12,8 @@ from typing import Any, get_args
 from corl.modules.decode_weights import DecodeWeightsMode
 from corl.modules.decoding import DecodeMode
 from corl.modules.grpo import AdvantageScale, Aggregation, ImportanceLevel
+from corl.modules.logprobs import ImageLogprobMode
 from corl.modules.optim import LRSchedule
-from corl.modules.policy import ImageLogprobMode
 from corl.modules.rollout import OldLogps
 
 # The allowed values of each choice, read from the one type the signatures use.
@@ -31,6 +31,12 @@ AT_LEAST_ONE = ("group_size", "micro_batch_size", "mu", "max_completion_tokens",
 NOT_NEGATIVE = ("beta", "eps_low", "eps_high", "image_temperature", "text_temperature", "weight_decay",
                 "warmup_steps", "grad_clip", "advantage_eps", "max_skipped_steps", "alternate_every",
                 "log_media_every_n_steps", "max_resample_rounds")
+
+
+def check_choice(name: str, value: Any, choice: Any) -> None:
+    """Raise ``ValueError`` naming the setting when ``value`` is not one of the ``Literal`` type ``choice``."""
+    if value not in get_args(choice):
+        raise ValueError(f"{name} must be one of {get_args(choice)}, got {value!r}")
 
 
 def check_settings(settings: dict[str, Any]) -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from corl.checkpoints import start_from
 from corl.data.schema import ExampleBatch
 from corl.data.templates import prose_completion, sft_completion
 from corl.modules.loading import load_janus
 from corl.modules.lora import LoRA
 from corl.modules.optim import LRSchedule, adamw_with_schedule
 from corl.modules.policy import JanusPolicy
-from corl.modules.rollout import ImageRollout, TextRollout
+from corl.modules.rollout import ImageTokens, TextTokens
 from corl.modules.sharding import checkpoint_layers
 
 
@@ -92,17 +93,13 @@ class SFTModule(L.LightningModule):
             raise ValueError("model.train_towers trains every weight but the VQ model's, model.lora only adapters "
                              "on the LLM: set one of them")
         janus, processor = load_janus(model, dtype, seed)
-        if init_from is not None:
-            from corl.checkpoints import load_state, read_weights
-
-            load_state(janus, read_weights(init_from), init_from)
+        start_from(janus, init_from)
         # Log-likelihoods at temperature 1, image tokens under the conditional logits (no CFG mix).
         self.policy = JanusPolicy(janus, processor, image_temperature=1.0, text_temperature=1.0,
                                   max_completion_tokens=max_answer_tokens, image_logprob_mode="conditional", lora=lora,
                                   system_prompt=system_prompt, instruction=instruction)
         if train_towers:
-            self.policy.model.requires_grad_(True)
-            self.policy.model.model.vqmodel.requires_grad_(False)  # the image tokens' codebook stays fixed
+            self.policy.janus.train_all_but_codebook()
         if activation_checkpointing:
             checkpoint_layers(self.policy.llm)
 
@@ -128,13 +125,11 @@ class SFTModule(L.LightningModule):
 
     def image_loss(self, prompts: list[str], photos: list) -> torch.Tensor:
         """Mean NLL of the real images' VQ tokens given their prompts (some rows unconditional)."""
-        tokens = self.policy.encode_images(photos)  # [B, N]
+        tokens = self.policy.janus.encode_images(photos)  # [B, N]
         ids, mask, uncond = self.policy.generation_prompts(prompts)
         dropped = torch.rand(len(prompts), device=ids.device) < self.hparams.uncond_prob
         ids = torch.where(dropped[:, None], uncond, ids)
-        empty = tokens.new_zeros(0)
-        rollout = ImageRollout(ids, mask, uncond, tokens, old_logps=empty, pixels=empty)
-        return -self.policy.image_logprobs(rollout).mean()
+        return -self.policy.logprobs(ImageTokens(ids, mask, uncond, tokens)).logps.mean()
 
     def text_loss(self, batch: ExampleBatch) -> torch.Tensor:
         """Mean NLL per answer token of the target answers given (image, question)."""
@@ -147,11 +142,7 @@ class SFTModule(L.LightningModule):
         limit = self.hparams.max_answer_tokens
         completion, completion_mask = completion[:, :limit], completion_mask[:, :limit]
         rows = torch.arange(len(batch), device=ids.device)
-        ends_with_eos = (completion == self.policy.tokenizer.eos_token_id).any(dim=1)
-        rollout = TextRollout(ids, mask, rows, features, completion, completion_mask,
-                              old_logps=torch.zeros_like(completion, dtype=torch.float32), texts=answers,
-                              completion_ends_with_eos=ends_with_eos)
-        logps = self.policy.text_logprobs(rollout)
+        logps = self.policy.logprobs(TextTokens(ids, mask, rows, features, completion, completion_mask)).logps
         return -logps.sum() / completion_mask.sum()
 
     def configure_optimizers(self):

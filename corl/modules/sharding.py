@@ -86,6 +86,18 @@ def shard(trained: nn.ModuleDict, mesh, sharding: Sharding) -> nn.Module:
     return root
 
 
+def shard_on_mesh(device_mesh, trained: nn.ModuleDict, copies: list[nn.ModuleDict], sharding: Sharding) -> list:
+    """FSDP over the data-parallel part of a ``ModelParallelStrategy`` mesh: the trained modules and any copies.
+
+    Returns the FSDP roots, which the caller keeps (unregistered: their parameters are the units' own).
+    """
+    if device_mesh["tensor_parallel"].size() != 1:
+        raise ValueError("corl shards with FSDP only (no tensor parallelism): use "
+                         "corl.strategies.FullyShardedStrategy as trainer.strategy")
+    mesh = device_mesh["data_parallel"]
+    return [shard(modules, mesh, sharding) for modules in (trained, *copies)]
+
+
 def fsdp_units(module: nn.Module) -> list[nn.Module]:
     """The FSDP-sharded submodules of ``module`` (empty when nothing is sharded)."""
     from torch.distributed.fsdp import FSDPModule

@@ -43,6 +43,7 @@ from corl.warm.sizes import WARM_SIZES
 # Modules whose code decides the warm weights; an edit to any of them builds the model anew.
 _SOURCES = (
     "warm/build.py", "warm/sizes.py", "warm/vq.py", "modules/tiny.py", "modules/sft_module.py", "modules/policy.py",
+    "modules/janus.py", "modules/sampling.py", "modules/token_logprobs.py", "modules/rollout.py",
     "modules/logprobs.py", "modules/prompts.py", "modules/decoding.py", "modules/optim.py",
     "data/procedural.py", "data/templates.py", "data/images.py", "data/schema.py", "data/datamodule.py",
     "data/sampling.py",
@@ -156,18 +157,19 @@ def _locked(path: Path) -> Iterator[None]:
 def build_warm(out: Path, seed: int, recipe: WarmRecipe) -> dict:
     """Build the warm model into ``out`` (an exported transformers folder plus ``warm.json``); returns its stats."""
     from corl.checkpoints import export
+    from corl.modules.janus import Janus
     from corl.modules.tiny import build_tiny_janus
     from corl.warm.vq import reconstruction_error, reconstruction_scene, scene_pixels, train_vq
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     model, processor = build_tiny_janus(recipe.sizes, seed=seed)
-    size = recipe.sizes.image_size
+    vqmodel, size = Janus(model, processor).vqmodel, recipe.sizes.image_size
     _say(f"warm start (seed {seed}): training the VQ autoencoder on procedural scenes, {recipe.vq_steps} steps")
-    vq = train_vq(model.model.vqmodel, steps=recipe.vq_steps, batch_size=recipe.vq_batch_size, image_size=size,
+    vq = train_vq(vqmodel, steps=recipe.vq_steps, batch_size=recipe.vq_batch_size, image_size=size,
                   seed=seed, lr=recipe.vq_lr)
-    vq["held_out_error"] = reconstruction_error(model.model.vqmodel, scene_pixels(seed + 999, range(32), size))
-    vq["held_out_scene"] = reconstruction_scene(model.model.vqmodel, seed + 999, range(256), size)
+    vq["held_out_error"] = reconstruction_error(vqmodel, scene_pixels(seed + 999, range(32), size))
+    vq["held_out_scene"] = reconstruction_scene(vqmodel, seed + 999, range(256), size)
     _say(f"warm start: VQ done in {vq['seconds']:.0f} s, held-out pixel error {vq['held_out_error']:.3f} "
          f"(random: ~0.7), {vq['codes_used']} codes in use; its reconstructions score "
          + ", ".join(f"{k} {v:.2f}" for k, v in vq["held_out_scene"].items())

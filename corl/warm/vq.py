@@ -174,7 +174,7 @@ def train_vq(
     that find one free core spin on each other and ran 10x slower here.
 
     Args:
-        vqmodel: the model's ``model.model.vqmodel``; left in eval mode with ``requires_grad`` off, as the
+        vqmodel: the model's VQ autoencoder (``Janus.vqmodel``); left in eval mode with ``requires_grad`` off, as the
             RL trainer expects its frozen VQ.
         steps: optimiser steps.
         batch_size: scenes per step.
@@ -236,7 +236,7 @@ def reconstruct(vqmodel: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
     """Tokens ``[B, N]`` and decoded pixels ``[B, 3, H, W]`` of ``images``, decoded as the RL policy does.
 
     ``encode`` returns the indices flat over the batch, ``decode`` wants them per image; the clamp is
-    the one ``JanusPolicy.decode_images`` applies before any reward reads the pixels.
+    the one ``Janus.decode_images`` applies before any reward reads the pixels.
     """
     tokens = vqmodel.encode(images).image_tokens.view(images.shape[0], -1)  # [B, N]
     return tokens, vqmodel.decode(tokens).float().clamp(-1.0, 1.0)
@@ -269,5 +269,5 @@ def reconstruction_scene(
     scenes = [make_scene(seed, i, image_size) for i in indices]
     tokens, decoded = reconstruct(vqmodel, pixels_of(scenes))  # the scenes drawn once, for pixels and prompts
     samples = GeneratedImages(decoded, [s.real_image for s in scenes], [s.prompt for s in scenes], tokens)
-    scores, parts = SceneReward().scored(samples)
-    return {"scene": scores.mean().item(), **{f"scene/{k}": v.nanmean().item() for k, v in parts.items()}}
+    scored = SceneReward().scored(samples)
+    return {"scene": scored.values.mean().item(), **{f"scene/{k}": v.nanmean().item() for k, v in scored.parts.items()}}

@@ -11,7 +11,8 @@ from corl.modules.corl_module import CoRLModule
 from corl.modules.grpo import group_advantages
 from corl.modules.metrics import reward_stats
 from corl.modules.optim import lr_lambda
-from corl.modules.rewards import ImageReward, TextReward
+from corl.modules.rewards import ImageReward, RewardScore, TextReward
+from corl.modules.token_logprobs import TokenLogps
 from corl.modules.update import logprobs, micro_batch_loss
 
 
@@ -120,13 +121,13 @@ def test_micro_batches_add_up_to_the_full_batch_gradient(aggregation):
     rollout = m.rollout(b)
     advantages = group_advantages(torch.randn(8), 4)
     totals = rollout.token_counts()
-    full, _ = micro_batch_loss(m.policy, rollout, advantages, rollout.rows(), totals, m.loss_settings)
+    full, _ = micro_batch_loss(m.policy, rollout, advantages, rollout.rows(), totals, m.update_settings.loss)
     full.backward()
     full_grad = trainable_grads(m)
     m.policy.zero_grad()
     parts = 0.0
     for rows in rollout.rows().split(3):  # uneven micro-batches: 3 + 3 + 2 rows
-        loss, _ = micro_batch_loss(m.policy, rollout, advantages, rows, totals, m.loss_settings)
+        loss, _ = micro_batch_loss(m.policy, rollout, advantages, rows, totals, m.update_settings.loss)
         loss.backward()
         parts += loss.item()
     assert parts == pytest.approx(full.item(), abs=1e-5)
@@ -179,13 +180,13 @@ def test_learning_rate_schedule():
 def test_rollout_records_no_autograd_graph(monkeypatch):
     m = module(image_rewards=[Constant([0.0] * 4)], text_rewards=[TextReward("format")], beta=0.1)
     grad_modes = []
-    reference_logprobs = m.policy.text_logprobs
+    reference_logprobs = m.policy.scorer.text
 
     def spy(*args, **kwargs):
         grad_modes.append(torch.is_grad_enabled())
         return reference_logprobs(*args, **kwargs)
 
-    monkeypatch.setattr(m.policy, "text_logprobs", spy)
+    monkeypatch.setattr(m.policy.scorer, "text", spy)
     rollout = m.rollout(batch())
     assert grad_modes == [False]  # the reference log-probs of the rollout, computed without a graph
     for tensor in (rollout.image.old_logps, rollout.text.old_logps, rollout.ref_image_logps, rollout.ref_text_logps):
@@ -194,17 +195,17 @@ def test_rollout_records_no_autograd_graph(monkeypatch):
 
 def nan_once(m, monkeypatch, calls_to_poison=(1,)):
     """The training forward of the text task returns NaN log-probs on the given calls (counted from 1)."""
-    real, calls = m.policy.text_logprobs, []
+    real, calls = m.policy.scorer.text, []
 
-    def poisoned(rollout, reference=None, with_entropy=False):
-        logps, entropy = real(rollout, reference, with_entropy=True)
-        if reference is None and torch.is_grad_enabled():
+    def poisoned(tokens, weights, with_entropy=False):
+        scored = real(tokens, weights, with_entropy)
+        if torch.is_grad_enabled():  # the training forward (reference and replay passes take no gradient)
             calls.append(1)
             if len(calls) in calls_to_poison:
-                logps = logps * float("nan")
-        return (logps, entropy) if with_entropy else logps
+                return TokenLogps(scored.logps * float("nan"), scored.entropy)
+        return scored
 
-    monkeypatch.setattr(m.policy, "text_logprobs", poisoned)
+    monkeypatch.setattr(m.policy.scorer, "text", poisoned)
 
 
 def test_a_non_finite_loss_skips_the_step_and_says_why(quiet_trainer, monkeypatch):
@@ -250,13 +251,12 @@ def test_reference_logprobs_are_taken_per_micro_batch(monkeypatch):
 
         return logprobs
 
-    for name in ("image_logprobs", "text_logprobs"):
-        monkeypatch.setattr(m.policy, name, counted(getattr(m.policy, name)))
+    monkeypatch.setattr(m.policy, "logprobs", counted(m.policy.logprobs))
     torch.manual_seed(0)
     rollout = m.rollout(b)
     assert sizes == [4, 4, 2, 2], "6 rows: micro-batches of 4 and 2, for images and answers"
-    torch.testing.assert_close(rollout.ref_image_logps, full_image)
-    torch.testing.assert_close(rollout.ref_text_logps, full_text)
+    torch.testing.assert_close(rollout.ref_image_logps, full_image.logps)
+    torch.testing.assert_close(rollout.ref_text_logps, full_text.logps)
 
 
 def test_replayed_old_logprobs_make_the_first_ratio_exactly_one(quiet_trainer):
@@ -282,7 +282,8 @@ def test_truncated_answers_get_no_loss_but_keep_their_reward():
     # Truncated rows pass no gradient: their advantage does not reach the weights.
     advantages = torch.zeros(4)
     advantages[(~ends).nonzero()[0]] = 1.0
-    loss, _ = micro_batch_loss(m.policy, rollout, advantages, rollout.rows(), rollout.token_counts(), m.loss_settings)
+    loss, _ = micro_batch_loss(m.policy, rollout, advantages, rollout.rows(), rollout.token_counts(),
+                               m.update_settings.loss)
     loss.backward()
     assert float(loss) == 0.0
     assert all(p.grad is None or not p.grad.any() for p in m.policy.llm.parameters())
@@ -303,7 +304,7 @@ def test_an_image_rewards_parts_are_scored_logged_and_validated_beside_it():
     class WithParts(Constant):
         def scored(self, samples):
             values = self(samples)
-            return values, {"half": values / 2}
+            return RewardScore(values, {"half": values / 2})
 
     m = module(image_rewards=[WithParts([0.2, 0.4, 0.6, 0.8], name="w"), Constant([0.0] * 4, name="my/b")],
                text_rewards=[TextReward("format")])

@@ -8,7 +8,7 @@ def sample_both_ways(policy, sample):
     """The same sampling with one prefill per prompt and with one per row, from the same seed."""
     results = []
     for once in (True, False):
-        policy.prefill_once = once
+        policy.sampler.settings.prefill_once = once
         torch.manual_seed(0)
         results.append(sample())
     return results
@@ -19,7 +19,7 @@ def test_images_prefilled_once_per_prompt_sample_the_same_tokens(tiny_policy, sc
     once, per_row = sample_both_ways(policy, lambda: policy.sample_images([s.prompt for s in scenes], 4))
     assert torch.equal(once.tokens, per_row.tokens)
     torch.testing.assert_close(once.old_logps, per_row.old_logps, atol=1e-5, rtol=0)
-    torch.testing.assert_close(policy.image_logprobs(once), once.old_logps, atol=1e-4, rtol=0)
+    torch.testing.assert_close(policy.logprobs(once).logps, once.old_logps, atol=1e-4, rtol=0)
 
 
 def test_answers_prefilled_once_per_example_sample_the_same_tokens(tiny_policy, scenes):
@@ -30,7 +30,7 @@ def test_answers_prefilled_once_per_example_sample_the_same_tokens(tiny_policy, 
     once, per_row = sample_both_ways(policy, lambda: policy.sample_texts(ids, mask, embeds, 4))
     assert torch.equal(once.completion_ids, per_row.completion_ids) and once.texts == per_row.texts
     torch.testing.assert_close(once.old_logps, per_row.old_logps, atol=1e-5, rtol=0)
-    torch.testing.assert_close(policy.text_logprobs(once), once.old_logps, atol=1e-4, rtol=0)
+    torch.testing.assert_close(policy.logprobs(once).logps, once.old_logps, atol=1e-4, rtol=0)
 
 
 def test_one_prefill_per_prompt(tiny_policy, scenes):
@@ -57,9 +57,9 @@ def test_each_task_keeps_one_decode_loop_across_rollouts(tiny_policy, scenes):
     # A captured step is compiled per loop: a new loop every rollout would compile (and capture) every time.
     policy = tiny_policy()
     policy.sample_images([s.prompt for s in scenes], 2)
-    image_loop = policy._decode_loop("image")
+    image_loop = policy.sampler._loop("image")
     policy.sample_images([s.prompt for s in scenes], 2)
-    assert policy._decode_loop("image") is image_loop and policy._decode_loop("text") is not image_loop
+    assert policy.sampler._loop("image") is image_loop and policy.sampler._loop("text") is not image_loop
 
 
 def greedy_step(policy):

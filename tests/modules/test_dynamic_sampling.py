@@ -43,8 +43,8 @@ def test_groups_of_several_rounds_combine_into_one_consistent_rollout():
     assert rewards["count"].tolist() == [0.0, 1.0, 2.0, 3.0]  # round 0's group 0, then round 1's group 1
     assert torch.equal(rollout.image.tokens, torch.cat([rounds[0][0].image.tokens[:2], rounds[1][0].image.tokens[2:]]))
     # Re-padded to common lengths, the training forward still reproduces the sampling log-probs.
-    torch.testing.assert_close(m.policy.image_logprobs(rollout.image), rollout.image.old_logps, atol=1e-4, rtol=0)
-    torch.testing.assert_close(m.policy.text_logprobs(rollout.text), rollout.text.old_logps, atol=1e-4, rtol=0)
+    torch.testing.assert_close(m.policy.logprobs(rollout.image).logps, rollout.image.old_logps, atol=1e-4, rtol=0)
+    torch.testing.assert_close(m.policy.logprobs(rollout.text).logps, rollout.text.old_logps, atol=1e-4, rtol=0)
     assert rollout.ref_text_logps.shape == rollout.text.completion_ids.shape
     assert rollout.text.image_embeds.shape[0] == 4 and rollout.text.example_index.tolist() == [0, 0, 3, 3]
 

@@ -28,7 +28,7 @@ class LowCodes(ImageReward):
 
     def __call__(self, samples):
         assert samples.images.shape[0] == samples.tokens.shape[0] == len(samples.real_photos) == len(samples)
-        assert samples.policy is not None
+        assert samples.reader is not None
         return (samples.tokens < 128).float().mean(dim=1)
 
 
@@ -57,7 +57,7 @@ def test_text_grpo_raises_a_verifiable_reward(quiet_trainer):
     values = train(module, 40, quiet_trainer)
     start, end = sum(values[:5]) / 5, sum(values[-5:]) / 5
     assert end > start + 0.2, (start, end)
-    assert module.policy.image_logprob_mode == "cfg"
+    assert module.policy.scorer.settings.image_logprob_mode == "cfg"
 
 
 def test_image_grpo_raises_a_verifiable_reward(quiet_trainer):

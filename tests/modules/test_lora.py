@@ -87,9 +87,9 @@ def text_rollout(policy, scenes, group_size=2):
 def test_training_logprobs_equal_sampling_logprobs_with_adapters(lora_policy, scenes, mode):
     policy = lora_policy(image_logprob_mode=mode)
     images = policy.sample_images([s.prompt for s in scenes], group_size=2)
-    torch.testing.assert_close(policy.image_logprobs(images), images.old_logps, atol=1e-4, rtol=0)
+    torch.testing.assert_close(policy.logprobs(images).logps, images.old_logps, atol=1e-4, rtol=0)
     texts = text_rollout(policy, scenes)
-    torch.testing.assert_close(policy.text_logprobs(texts), texts.old_logps, atol=1e-4, rtol=0)
+    torch.testing.assert_close(policy.logprobs(texts).logps, texts.old_logps, atol=1e-4, rtol=0)
 
 
 def test_adapters_are_float32_on_a_bfloat16_base_and_logprobs_stay_consistent(scenes):
@@ -105,7 +105,7 @@ def test_adapters_are_float32_on_a_bfloat16_base_and_logprobs_stay_consistent(sc
             if ".lora_B." in name:
                 p.normal_(0.0, 0.3)
     images = policy.sample_images([s.prompt for s in scenes], group_size=2)
-    torch.testing.assert_close(policy.image_logprobs(images), images.old_logps, atol=1e-4, rtol=0)
+    torch.testing.assert_close(policy.logprobs(images).logps, images.old_logps, atol=1e-4, rtol=0)
 
 
 def test_adapter_dropout_acts_only_where_gradients_are_taken(lora_policy, scenes):
@@ -114,8 +114,8 @@ def test_adapter_dropout_acts_only_where_gradients_are_taken(lora_policy, scenes
     assert not any(m.training for m in policy.modules()), "the policy stays in eval mode"
     images = policy.sample_images([s.prompt for s in scenes], group_size=2)
     with torch.no_grad():  # a replay of pi_old, or the reference: no dropout, the sampling distribution
-        torch.testing.assert_close(policy.image_logprobs(images), images.old_logps, atol=1e-4, rtol=0)
-    trained = policy.image_logprobs(images)  # the loss's forward: the adapters' input is dropped
+        torch.testing.assert_close(policy.logprobs(images).logps, images.old_logps, atol=1e-4, rtol=0)
+    trained = policy.logprobs(images).logps  # the loss's forward: the adapters' input is dropped
     assert trained.requires_grad and (trained - images.old_logps).abs().max() > 1e-3
 
 
@@ -128,11 +128,11 @@ def test_reference_is_the_base_model_with_no_second_copy(tiny_policy, lora_polic
     images = base.sample_images([s.prompt for s in scenes], group_size=2)
     texts = text_rollout(base, scenes)
     with torch.no_grad():
-        torch.testing.assert_close(policy.image_logprobs(images, reference), base.image_logprobs(images),
+        torch.testing.assert_close(policy.logprobs(images, reference).logps, base.logprobs(images).logps,
                                    atol=1e-5, rtol=0)
-        torch.testing.assert_close(policy.text_logprobs(texts, reference), base.text_logprobs(texts),
+        torch.testing.assert_close(policy.logprobs(texts, reference).logps, base.logprobs(texts).logps,
                                    atol=1e-5, rtol=0)
-        assert (policy.image_logprobs(images) - base.image_logprobs(images)).abs().max() > 1e-2, "adapters matter"
+        assert (policy.logprobs(images).logps - base.logprobs(images).logps).abs().max() > 1e-2, "adapters matter"
     trainable = [p for p in policy.parameters() if p.requires_grad]
     assert trainable and all(".lora_" in n for n, p in policy.named_parameters() if p.requires_grad), \
         "switching the adapters back on leaves them trainable, and nothing else"

@@ -38,9 +38,9 @@ def test_packed_forward_gives_the_per_row_logprobs_and_gradients(tiny_policy, sc
     rows = _micro_batch(policy, scenes)
     results = []
     for pack in (False, True):
-        policy.pack_groups = pack
+        policy.scorer.settings.pack_groups = pack
         policy.zero_grad(set_to_none=True)
-        logps = policy.text_logprobs(rows)
+        logps = policy.logprobs(rows).logps
         (logps * torch.linspace(-1, 1, logps.numel()).view_as(logps)).sum().backward()
         results.append((logps.detach(), [p.grad for p in policy.trained_modules().parameters()]))
     (per_row, per_row_grads), (packed, packed_grads) = results
@@ -56,7 +56,7 @@ def test_packed_forward_runs_each_prompt_once(tiny_policy, scenes):
     seen = []
     policy.llm.register_forward_hook(lambda module, args, kwargs, out: seen.append(kwargs["inputs_embeds"].shape[0]),
                                      with_kwargs=True)
-    policy.text_logprobs(rows)
-    policy.pack_groups = False
-    policy.text_logprobs(rows)
+    policy.logprobs(rows).logps
+    policy.scorer.settings.pack_groups = False
+    policy.logprobs(rows).logps
     assert seen == [3, 7]

@@ -8,7 +8,7 @@ def test_image_training_logprobs_equal_sampling_logprobs(tiny_policy, scenes, mo
     policy = tiny_policy(image_logprob_mode=mode, logprob_chunk_tokens=chunk_tokens)
     rollout = policy.sample_images([s.prompt for s in scenes], group_size=2)
     assert rollout.tokens.shape == (6, policy.num_image_tokens)
-    recomputed = policy.image_logprobs(rollout)
+    recomputed = policy.logprobs(rollout).logps
     torch.testing.assert_close(recomputed, rollout.old_logps, atol=1e-4, rtol=0)
 
 
@@ -16,8 +16,8 @@ def test_cfg_and_conditional_logprobs_differ(tiny_policy, scenes):
     # Proves cfg mode really scores with the guided logits (and conditional mode without them).
     policy = tiny_policy(image_logprob_mode="cfg", cfg_weight=5.0)
     rollout = policy.sample_images([s.prompt for s in scenes[:1]], group_size=2)
-    policy.image_logprob_mode = "conditional"
-    assert (policy.image_logprobs(rollout) - rollout.old_logps).abs().max() > 1e-2
+    policy.scorer.settings.image_logprob_mode = "conditional"
+    assert (policy.logprobs(rollout).logps - rollout.old_logps).abs().max() > 1e-2
 
 
 def test_image_logprob_shift_is_checked(tiny_policy, scenes):
@@ -26,7 +26,7 @@ def test_image_logprob_shift_is_checked(tiny_policy, scenes):
     rollout = policy.sample_images([s.prompt for s in scenes[:1]], group_size=2)
     shifted = rollout.rows(torch.arange(2))
     shifted.tokens = torch.roll(rollout.tokens, 1, dims=1)
-    assert (policy.image_logprobs(shifted)[:, 1:] - rollout.old_logps[:, :-1]).abs().max() > 1e-3
+    assert (policy.logprobs(shifted).logps[:, 1:] - rollout.old_logps[:, :-1]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("pack_groups", [True, False])  # one forward per group's prompt, or per row
@@ -39,7 +39,7 @@ def test_text_training_logprobs_equal_sampling_logprobs(tiny_policy, scenes, chu
     assert mask[:, 0].min() == 0 or mask.all(), "prompts of different lengths are left-padded"
     rollout = policy.sample_texts(ids, mask, embeds, group_size=3)
     assert rollout.completion_ids.shape[0] == 9 and len(rollout.texts) == 9
-    recomputed = policy.text_logprobs(rollout)
+    recomputed = policy.logprobs(rollout).logps
     torch.testing.assert_close(recomputed, rollout.old_logps, atol=1e-4, rtol=0)
     assert (recomputed[~rollout.mask] == 0).all()
 
@@ -71,7 +71,7 @@ def test_real_image_encoded_once_per_example(tiny_policy, scenes):
         [s.qa_problem for s in scenes], [s.qa_type for s in scenes], [s.real_image for s in scenes]
     )
     rollout = policy.sample_texts(ids, mask, embeds, group_size=4)
-    policy.text_logprobs(rollout)
+    policy.logprobs(rollout).logps
     assert calls == [len(scenes)]  # one batched pass over B images, not B * G, none in the log-prob pass
 
 
@@ -112,12 +112,12 @@ def test_reference_is_a_frozen_copy(tiny_policy, scenes):
     reference = policy.make_reference()
     assert not any(p.requires_grad for p in reference.parameters())
     rollout = policy.sample_images([scenes[0].prompt], group_size=2)
-    torch.testing.assert_close(policy.image_logprobs(rollout, reference), rollout.old_logps, atol=1e-4, rtol=0)
+    torch.testing.assert_close(policy.logprobs(rollout, reference).logps, rollout.old_logps, atol=1e-4, rtol=0)
     with torch.no_grad():
         for p in policy.llm.parameters():
             p.add_(0.05)
-    assert (policy.image_logprobs(rollout, reference) - rollout.old_logps).abs().max() < 1e-4
-    assert (policy.image_logprobs(rollout) - rollout.old_logps).abs().max() > 1e-3
+    assert (policy.logprobs(rollout, reference).logps - rollout.old_logps).abs().max() < 1e-4
+    assert (policy.logprobs(rollout).logps - rollout.old_logps).abs().max() > 1e-3
 
 
 def test_decoded_images_stay_on_device_in_range(tiny_policy, scenes):
@@ -134,7 +134,7 @@ def test_logprobs_consistent_under_bf16_autocast(tiny_policy, scenes):
     policy = tiny_policy(image_logprob_mode="cfg")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         rollout = policy.sample_images([s.prompt for s in scenes[:2]], group_size=2)
-        recomputed = policy.image_logprobs(rollout)
+        recomputed = policy.logprobs(rollout).logps
     assert (recomputed - rollout.old_logps).abs().max() < 0.05
 
 
@@ -145,15 +145,15 @@ def test_under_mixed_precision_rollouts_decode_from_a_copy_in_the_compute_dtype(
     policy.llm.register_forward_hook(lambda *args: calls.__setitem__("trained", calls["trained"] + 1))
     prompts = [s.prompt for s in scenes[:2]]
     policy.sample_images(prompts, group_size=2)
-    assert calls["trained"] > 0 and not policy._decode_copies  # full precision: no copy
+    assert calls["trained"] > 0 and not policy.sampler._copies  # full precision: no copy
     calls["trained"] = 0
     with torch.autocast("cpu", dtype=torch.bfloat16):
         rollout = policy.sample_images(prompts, group_size=2)
         assert calls["trained"] == 0, "the rollout decoded from the trained fp32 modules"
-        copy = policy._decode_copies[torch.bfloat16]
+        copy = policy.sampler._copies[torch.bfloat16]
         assert copy.lm_head.weight.dtype == torch.bfloat16 and copy.llm.norm.weight.dtype == torch.float32
         assert copy.llm.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
-        recomputed = policy.image_logprobs(rollout)  # the training forward: fp32 masters under autocast
+        recomputed = policy.logprobs(rollout).logps  # the training forward: fp32 masters under autocast
     assert (recomputed - rollout.old_logps).abs().max() < 0.05
     with torch.no_grad():  # an optimiser step changes the weights in place
         policy.model.lm_head.weight.mul_(1.5)
@@ -162,11 +162,11 @@ def test_under_mixed_precision_rollouts_decode_from_a_copy_in_the_compute_dtype(
         ids, mask, embeds, _ = policy.understanding_prompts(
             [s.qa_problem for s in scenes[:2]], [s.qa_type for s in scenes[:2]], [s.real_image for s in scenes[:2]])
         answers = policy.sample_texts(ids, mask, embeds, 2)
-        recomputed = policy.text_logprobs(answers)
-    assert policy._decode_copies[torch.bfloat16] is copy  # one copy, refreshed
+        recomputed = policy.logprobs(answers).logps
+    assert policy.sampler._copies[torch.bfloat16] is copy  # one copy, refreshed
     assert torch.equal(copy.lm_head.weight, policy.model.lm_head.weight.to(torch.bfloat16))
     assert torch.equal(copy.llm.layers[0].mlp.up_proj.weight, policy.llm.layers[0].mlp.up_proj.weight.bfloat16())
     assert (recomputed - answers.old_logps).abs().max() < 0.05
-    assert not any(name.startswith("_decode") for name, _ in policy.named_modules()), "not part of the weights"
+    assert all(key.startswith("model.") for key in policy.state_dict()), "the copy is not part of the weights"
     with pytest.raises(ValueError, match="decode_weights"):
         tiny_policy(decode_weights="bf16")

@@ -115,8 +115,8 @@ def test_self_captioner_prompt_equals_the_processors(tiny_policy, system_prompt)
         seen.append(unpadded(ids[0], mask[0]))
         return SimpleNamespace(texts=["a caption"])
 
-    policy.sample_texts = sample_texts
-    policy.describe(torch.zeros(1, policy.num_image_tokens, 64), "Describe this image in one sentence.", 4)
+    policy.sampler.texts = sample_texts
+    policy.reader.describe(torch.zeros(1, policy.num_image_tokens, 64), "Describe this image in one sentence.", 4)
     conversation = [{"role": "user", "content": [{"type": "image"},
                                                  {"type": "text", "text": "Describe this image in one sentence."}]}]
     text = policy.processor.apply_chat_template(conversation, add_generation_prompt=True)

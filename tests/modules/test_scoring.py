@@ -5,7 +5,7 @@ import torch
 from corl.data.procedural import ProceduralExamples
 from corl.data.schema import collate_examples
 from corl.modules.corl_module import CoRLModule
-from corl.modules.rewards import ImageReward, TextReward
+from corl.modules.rewards import ImageReward, RewardScore, TextReward
 from corl.modules.scoring import score_rollout
 
 
@@ -15,8 +15,10 @@ class Recaptioned(ImageReward):
     default_name = "recap"
 
     def __call__(self, samples):
-        self.last_captions = [f"caption {i}" for i in range(len(samples))]
-        return torch.ones(len(samples))
+        return self.scored(samples).values
+
+    def scored(self, samples):
+        return RewardScore(torch.ones(len(samples)), captions=[f"caption {i}" for i in range(len(samples))])
 
 
 def test_a_rollout_scores_into_one_record_without_a_trainer():

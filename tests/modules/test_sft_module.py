@@ -77,7 +77,7 @@ def test_answer_loss_counts_target_tokens_only():
 def test_image_loss_is_the_nll_of_the_real_images_vq_tokens():
     module = SFTModule(text_weight=0.0, uncond_prob=0.0)
     b = batch(2)
-    tokens = module.policy.encode_images(b.real_image)
+    tokens = module.policy.janus.encode_images(b.real_image)
     assert tokens.shape == (2, module.policy.num_image_tokens)
     loss = module.image_loss(b.prompt, b.real_image)
     vocab = module.policy.model.config.vq_config.num_embeddings

@@ -55,7 +55,7 @@ def test_sharded_policy_is_whole_inside_gathered_and_sharded_after(tiny_policy, 
         assert not isinstance(weight(), DTensor)
     assert isinstance(weight(), DTensor)
     # Training reads the sharded weights through FSDP's hooks: the same log-probs as sampling.
-    assert torch.allclose(policy.image_logprobs(rollout), rollout.old_logps, atol=1e-4)
+    assert torch.allclose(policy.logprobs(rollout).logps, rollout.old_logps, atol=1e-4)
     assert isinstance(weight(), DTensor)  # and resharded after the forward again
 
 
@@ -77,9 +77,9 @@ def test_sharded_lora_units_train_their_adapters_and_score_the_base_as_reference
     reference = policy.make_reference()
     with gathered(policy), torch.no_grad():
         rollout = policy.sample_images([s.prompt for s in scenes], 2)
-        ref_logps = policy.image_logprobs(rollout, reference)
-    torch.testing.assert_close(ref_logps, base.image_logprobs(rollout).detach(), atol=1e-5, rtol=0)
-    logps = policy.image_logprobs(rollout)  # the sharded training forward, adapters on
+        ref_logps = policy.logprobs(rollout, reference).logps
+    torch.testing.assert_close(ref_logps, base.logprobs(rollout).logps.detach(), atol=1e-5, rtol=0)
+    logps = policy.logprobs(rollout).logps  # the sharded training forward, adapters on
     torch.testing.assert_close(logps, rollout.old_logps, atol=1e-4, rtol=0)
     logps.sum().backward()
     with_grad = {name for name, p in policy.named_parameters() if p.grad is not None}
@@ -93,7 +93,7 @@ def test_activation_checkpointing_keeps_gradients_and_names(tiny_policy, scenes)
         )
         torch.manual_seed(1)
         rollout = policy.sample_texts(ids, mask, embeds, 2)
-        policy.text_logprobs(rollout).sum().backward()
+        policy.logprobs(rollout).logps.sum().backward()
         return {k: p.grad for k, p in policy.named_parameters() if p.grad is not None}, rollout.completion_ids
 
     plain, checkpointed = tiny_policy(), tiny_policy()
@@ -118,17 +118,3 @@ def test_checkpointing_is_paused_for_rollouts_and_restored(tiny_policy):
     assert all(state.enable_hook for state in states)
     with checkpointing_paused(tiny_policy().llm):  # nothing checkpointed: nothing to pause
         pass
-
-
-def test_strategies_that_wrap_the_whole_module_are_refused_before_training():
-    from types import SimpleNamespace
-
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    from corl.modules.corl_module import CoRLModule
-    from corl.modules.rewards import TextReward
-
-    module = CoRLModule(model="tiny", text_rewards=[TextReward("format")])
-    module._trainer = SimpleNamespace(strategy=FSDPStrategy())
-    with pytest.raises(ValueError, match="FullyShardedStrategy"):
-        module.setup("fit")

@@ -1,6 +1,6 @@
 """Rewards: text rewards as TRL-convention functions, image rewards as classes that load once."""
 
-from corl.modules.rewards.base import TEXT_REWARDS, GeneratedImages, ImageReward, TextReward
+from corl.modules.rewards.base import TEXT_REWARDS, GeneratedImages, ImageReader, ImageReward, RewardScore, TextReward
 from corl.modules.rewards.caption_metrics import CaptionMetric, CiderD
 from corl.modules.rewards.captioners import Captioner, SelfCaptioner
 from corl.modules.rewards.clip_score import ClipScoreReward
@@ -22,7 +22,9 @@ __all__ = [
     "GeneratedImages",
     "HFCaptioner",
     "ImageConsistencyReward",
+    "ImageReader",
     "ImageReward",
+    "RewardScore",
     "SceneReward",
     "SelfCaptioner",
     "Spice",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from PIL import Image
@@ -14,15 +14,26 @@ from corl.data.images import PhotoFit, photo_pixels
 from corl.modules.rewards.text import accuracy_reward, format_reward, mcq_accuracy_reward, oe_accuracy_reward
 from corl.modules.settings import check_reward_weight
 
-if TYPE_CHECKING:
-    from corl.modules.policy import JanusPolicy
-
 TEXT_REWARDS: dict[str, Callable[..., list[float]]] = {
     "format": format_reward,
     "accuracy": accuracy_reward,
     "mcq_accuracy": mcq_accuracy_reward,
     "oe_accuracy": oe_accuracy_reward,
 }
+
+
+class ImageReader(Protocol):
+    """What rewards that read images with the policy get from it (``corl.modules.reading.PolicyReader``)."""
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Aligned vision features ``[R, N_img, D]`` of images ``[R, 3, H, W]`` in [-1, 1]."""
+
+    def describe(self, features: torch.Tensor, instruction: str, max_tokens: int) -> list[str]:
+        """Greedy captions of images given by their features."""
+
+    def matching_states(self, features: torch.Tensor,
+                        prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hidden states of (image, prompt) with the image and prompt spans."""
 
 
 @dataclass
@@ -33,7 +44,7 @@ class GeneratedImages:
     real_photos: list[Image.Image]  # [R] the original real image of each row's example (shared by its group)
     prompts: list[str]  # [R] the prompt each image was generated from
     tokens: torch.Tensor  # [R, N] the sampled image tokens
-    policy: JanusPolicy | None = None  # the policy itself, for rewards that read images with it
+    reader: ImageReader | None = None  # the policy's reading of images, for rewards that need it
     _features: torch.Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -50,11 +61,25 @@ class GeneratedImages:
     @torch.no_grad()
     def image_features(self) -> torch.Tensor:
         """``[R, N_img, D]``: the policy's vision features of the images, computed once for every reward."""
-        if self.policy is None:
-            raise ValueError("reading the generated images needs the policy in GeneratedImages.policy")
+        if self.reader is None:
+            raise ValueError("reading the generated images needs the policy's reader in GeneratedImages.reader")
         if self._features is None:
-            self._features = self.policy.image_features(self.images)
+            self._features = self.reader.image_features(self.images)
         return self._features
+
+
+@dataclass
+class RewardScore:
+    """One reward's scores of a batch, with what they are made of.
+
+    ``parts`` are sub-scores ``[R]`` (NaN where one does not apply), logged as ``<name>/<part>`` beside the
+    reward, so a run shows which part of it moves; ``captions`` are how a captioning reward read the
+    images (shown beside them in TensorBoard).
+    """
+
+    values: torch.Tensor  # [R]
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    captions: list[str] | None = None
 
 
 class ImageReward:
@@ -82,13 +107,9 @@ class ImageReward:
         """Rewards ``[R]``, one per generated image; NaN where an image cannot be scored."""
         raise NotImplementedError
 
-    def scored(self, samples: GeneratedImages) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The rewards ``[R]`` and the sub-scores they are made of, by name; most rewards have none.
-
-        Each part is ``[R]`` (NaN where it does not apply) and is logged as ``<name>/<part>`` beside the
-        reward, so a run shows which part of it moves.
-        """
-        return self(samples), {}
+    def scored(self, samples: GeneratedImages) -> RewardScore:
+        """The rewards ``[R]`` with their parts and captions; most rewards have neither."""
+        return RewardScore(self(samples))
 
 
 class TextReward:
@@ -123,11 +144,9 @@ class TextReward:
             )
         return torch.tensor([float("nan") if s is None else float(s) for s in scores], dtype=torch.float32)
 
-    def scored(
-        self, completions: Sequence[str], **columns: Sequence[Any]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The scores and their parts, as ``ImageReward.scored``: a text reward has none."""
-        return self(completions, **columns), {}
+    def scored(self, completions: Sequence[str], **columns: Sequence[Any]) -> RewardScore:
+        """The scores, as ``ImageReward.scored``: a text reward has no parts."""
+        return RewardScore(self(completions, **columns))
 
 
 def absent(check: Callable[[], object]) -> list[str]:

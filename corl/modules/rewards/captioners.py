@@ -39,5 +39,5 @@ class SelfCaptioner(Captioner):
         captions: list[str] = []
         for start in range(0, len(samples), self.batch_size):
             batch = features[start : start + self.batch_size]
-            captions += samples.policy.describe(batch, self.instruction, self.max_tokens)
+            captions += samples.reader.describe(batch, self.instruction, self.max_tokens)
         return captions

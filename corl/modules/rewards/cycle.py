@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from corl.modules.rewards.base import GeneratedImages, ImageReward, missing
+from corl.modules.rewards.base import GeneratedImages, ImageReward, RewardScore, missing
 from corl.modules.rewards.caption_metrics import CaptionMetric, CiderD
 from corl.modules.rewards.captioners import Captioner, SelfCaptioner
 from corl.modules.rewards.consistency import ImageConsistencyReward
@@ -42,7 +42,6 @@ class CycleConsistencyReward(ImageReward):
         self.similarity = similarity or ImageConsistencyReward()
         self.captioner = captioner or SelfCaptioner()
         self.caption_metric = caption_metric or CiderD()
-        self.last_captions: list[str] = []  # the latest re-captions, for logging
 
     def missing(self) -> list[str]:
         """What its parts need that is absent (``corl check``)."""
@@ -56,7 +55,11 @@ class CycleConsistencyReward(ImageReward):
 
     def __call__(self, samples: GeneratedImages) -> torch.Tensor:
         """R_cycle per generated image: the mean of the halves that could be scored (NaN where neither)."""
+        return self.scored(samples).values
+
+    def scored(self, samples: GeneratedImages) -> RewardScore:
+        """R_cycle with the re-captions it compared with the prompts."""
         image_part = self.similarity(samples)
-        self.last_captions = self.captioner(samples)
-        text_part = self.caption_metric(self.last_captions, samples.prompts).to(image_part.device)
-        return torch.stack([image_part, text_part]).nanmean(dim=0)
+        captions = self.captioner(samples)
+        text_part = self.caption_metric(captions, samples.prompts).to(image_part.device)
+        return RewardScore(torch.stack([image_part, text_part]).nanmean(dim=0), captions=captions)

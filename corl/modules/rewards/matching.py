@@ -55,6 +55,6 @@ class TextImageMatchingReward(ImageReward):
         scores = []
         for start in range(0, len(samples), self.batch_size):
             rows = slice(start, start + self.batch_size)
-            states, image_mask, text_mask = samples.policy.matching_states(features[rows], samples.prompts[rows])
+            states, image_mask, text_mask = samples.reader.matching_states(features[rows], samples.prompts[rows])
             scores.append(token_matching_score(states, image_mask, text_mask))
         return torch.cat(scores)

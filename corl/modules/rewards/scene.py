@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from corl.data.procedural import BACKGROUNDS, COLOURS, SHAPES
-from corl.modules.rewards.base import GeneratedImages, ImageReward
+from corl.modules.rewards.base import GeneratedImages, ImageReward, RewardScore
 
 PALETTE_NAMES = (*COLOURS, *BACKGROUNDS)  # object colours first: classes below len(COLOURS) are foreground
 PALETTE = np.array([*COLOURS.values(), *BACKGROUNDS.values()], dtype=np.float32)  # [P, 3] RGB
@@ -244,10 +244,10 @@ class SceneReward(ImageReward):
 
     def __call__(self, samples: GeneratedImages) -> torch.Tensor:
         """The fraction of checks passed per image, on the images' device; NaN for an unparsable prompt."""
-        return self.scored(samples)[0]
+        return self.scored(samples).values
 
     @torch.no_grad()
-    def scored(self, samples: GeneratedImages) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def scored(self, samples: GeneratedImages) -> RewardScore:
         """The scores, and per image the share of each kind of check passed, GenEval's categories in miniature.
 
         Parts: ``background`` and ``count`` (0 or 1), ``colour`` and ``shape`` (the fraction of the
@@ -264,4 +264,4 @@ class SceneReward(ImageReward):
 
         scores = torch.tensor([np.mean(list(checks.values())) if checks else np.nan for checks in rows],
                               dtype=torch.float32, device=samples.images.device)
-        return scores, {kind: mean_of(kind) for kind in ("background", "count", "colour", "shape")}
+        return RewardScore(scores, {kind: mean_of(kind) for kind in ("background", "count", "colour", "shape")})

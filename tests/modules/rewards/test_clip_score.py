@@ -38,7 +38,7 @@ def reward(tiny_checkpoint):
 
 def samples(images, prompts):
     tokens = torch.zeros(len(prompts), 4, dtype=torch.long)
-    return GeneratedImages(images, [Image.new("RGB", (8, 8))] * len(images), list(prompts), tokens, policy=None)
+    return GeneratedImages(images, [Image.new("RGB", (8, 8))] * len(images), list(prompts), tokens, reader=None)
 
 
 def test_scores_have_one_value_per_image_in_unit_range(reward):

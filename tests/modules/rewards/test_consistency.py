@@ -44,7 +44,7 @@ def test_target_is_the_photo_centre_cropped_not_letterboxed(tiny_policy):
     green = torch.tensor([40, 180, 60]).float().div(127.5).sub(1).view(1, 3, 1, 1)
     torch.testing.assert_close(target, green.expand_as(target), atol=2 / 255, rtol=0)  # the bands are cropped away
     # The understanding input letterboxes the same photo with the processor's grey bars.
-    letterboxed = tiny_policy().pixel_values([photo])
+    letterboxed = tiny_policy().janus.pixel_values([photo])
     grey = letterboxed[0, :, 0, :]  # the top row is padding
     assert (grey - grey.mean()).abs().max() < 1e-3 and grey.abs().max() < 0.05
     assert not (target - grey.mean()).abs().amin(dim=1).lt(0.05).any()  # no padding colour in the target

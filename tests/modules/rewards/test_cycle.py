@@ -41,7 +41,7 @@ def test_simple_tokenize():
 def test_self_captioner_gives_one_greedy_caption_per_image(tiny_policy, photos):
     policy = tiny_policy()
     images = torch.rand(5, 3, 32, 32) * 2 - 1
-    samples = GeneratedImages(images, photos(5), ["p"] * 5, torch.zeros(5, 16, dtype=torch.long), policy)
+    samples = GeneratedImages(images, photos(5), ["p"] * 5, torch.zeros(5, 16, dtype=torch.long), policy.reader)
     captioner = SelfCaptioner(max_tokens=6, batch_size=2)  # 3 batches
     captions = captioner(samples)
     assert len(captions) == 5 and all(isinstance(c, str) for c in captions)
@@ -70,13 +70,15 @@ def test_cycle_is_the_mean_of_the_scored_halves(photos):
     reward = CycleConsistencyReward(similarity, FixedCaptions(["x", "y", ""]), Halves())
     reward.setup()
     samples = GeneratedImages(generated, real, ["a", "b", "c"], torch.zeros(3, 4, dtype=torch.long))
-    values = reward(samples)
+    scored = reward.scored(samples)
+    values = scored.values
     image_half = similarity(samples)
     assert values[0].item() == pytest.approx((1.0 + 0.5) / 2)  # identical image: LPIPS term is 1
     assert values[1].item() == pytest.approx((image_half[1].item() + 0.5) / 2)
     # The caption metric could not score the third: R_cycle is its LPIPS half alone, not NaN or half of it.
     assert values[2].item() == pytest.approx(image_half[2].item())
-    assert reward.last_captions == ["x", "y", ""]
+    assert scored.captions == ["x", "y", ""]
+    torch.testing.assert_close(reward(samples), values)
 
 
 def test_cycle_with_real_parts_on_the_tiny_policy(tiny_policy, photos):
@@ -87,6 +89,7 @@ def test_cycle_with_real_parts_on_the_tiny_policy(tiny_policy, photos):
     reward = CycleConsistencyReward(ImageConsistencyReward(random_trunk=True, resolution=64),
                                     SelfCaptioner(max_tokens=8), CiderD())
     reward.setup()
-    values = reward(GeneratedImages(images, real, prompts, torch.zeros(4, 16, dtype=torch.long), policy))
+    scored = reward.scored(GeneratedImages(images, real, prompts, torch.zeros(4, 16, dtype=torch.long), policy.reader))
+    values = scored.values
     assert values.shape == (4,) and ((values >= 0.5) & (values <= 1)).all()  # identical images: >= 1/2
-    assert len(reward.last_captions) == 4
+    assert len(scored.captions) == 4

@@ -62,7 +62,7 @@ def blip_folder(tmp_path_factory):
 def samples(images):
     n = len(images)
     return GeneratedImages(images, [Image.new("RGB", (8, 8))] * n, [""] * n, torch.zeros(n, 4, dtype=torch.long),
-                           policy=None)
+                           reader=None)
 
 
 @pytest.fixture(scope="module")

@@ -45,14 +45,14 @@ def test_rows_without_a_span_are_nan():
 
 def samples_for(policy, images, prompts):
     tokens = torch.zeros(len(prompts), policy.num_image_tokens, dtype=torch.long)
-    return GeneratedImages(images, [Image.new("RGB", (8, 8))] * len(prompts), prompts, tokens, policy)
+    return GeneratedImages(images, [Image.new("RGB", (8, 8))] * len(prompts), prompts, tokens, policy.reader)
 
 
 def test_spans_come_from_the_masks(tiny_policy):
     policy = tiny_policy()
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     prompts = ["a red circle", "a blue square and a green triangle on a white background"]
-    states, image_mask, text_mask = policy.matching_states(policy.image_features(images), prompts)
+    states, image_mask, text_mask = policy.reader.matching_states(policy.reader.image_features(images), prompts)
     assert (image_mask.sum(1) == policy.num_image_tokens).all()
     ids = policy.tokenizer(prompts, add_special_tokens=False)["input_ids"]
     assert text_mask.sum(1).tolist() == [len(x) for x in ids]

@@ -197,7 +197,8 @@ def test_parts_are_the_share_of_each_kind_of_check_passed():
     on_black = draw_scene([("red", "circle"), ("blue", "square")], "black", 64)
     images = torch.stack([pixels(image) for image in (right, green_square, on_black, right)])
     prompts = [prompt] * 3 + ["a cat on a mat"]
-    values, parts = SceneReward().scored(GeneratedImages(images, [None] * 4, prompts, torch.zeros(4, 4)))
+    scored = SceneReward().scored(GeneratedImages(images, [None] * 4, prompts, torch.zeros(4, 4)))
+    values, parts = scored.values, scored.parts
     torch.testing.assert_close(values[:3], torch.tensor([1.0, 5 / 6, 5 / 6]))
     expected = {"background": [1.0, 1.0, 0.0], "count": [1.0, 1.0, 1.0], "colour": [1.0, 0.5, 1.0],
                 "shape": [1.0, 1.0, 1.0]}

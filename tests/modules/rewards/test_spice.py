@@ -13,8 +13,9 @@ import zipfile
 import pytest
 import torch
 
-from corl.modules.rewards import spice
-from corl.modules.rewards.spice import CORENLP_JARS, MAVEN, Spice, cache_dir, main, problems, server_class, setup_spice
+from corl.modules.rewards import spice_setup
+from corl.modules.rewards.spice import Spice
+from corl.modules.rewards.spice_setup import CORENLP_JARS, MAVEN, cache_dir, main, problems, server_class, setup_spice
 
 CORE, MODELS = CORENLP_JARS
 
@@ -49,7 +50,7 @@ def serve(monkeypatch, files):
             raise urllib.error.URLError("Name or service not known")
         return io.BytesIO(files[url])
 
-    monkeypatch.setattr(spice.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(spice_setup.urllib.request, "urlopen", urlopen)
     return asked
 
 
@@ -125,7 +126,7 @@ def test_download_checks_sha1_and_content(monkeypatch, tmp_path):
     asked = serve(monkeypatch, maven({CORE: (jar, None), MODELS: (jar, None)}))
     logged = []
     for name in CORENLP_JARS:
-        assert spice.download_jar(name, tmp_path, logged.append) == tmp_path / name
+        assert spice_setup.download_jar(name, tmp_path, logged.append) == tmp_path / name
         assert (tmp_path / name).read_bytes() == jar
     assert asked == [MAVEN + CORE + ".sha1", MAVEN + CORE, MAVEN + MODELS + ".sha1", MAVEN + MODELS]
     assert any("SHA-1" in line and "ok" in line for line in logged)
@@ -135,21 +136,21 @@ def test_download_checks_sha1_and_content(monkeypatch, tmp_path):
 def test_wrong_checksum_is_rejected_and_leaves_nothing(monkeypatch, tmp_path):
     serve(monkeypatch, maven({CORE: (fake_jar(), "0" * 40)}))
     with pytest.raises(RuntimeError, match="SHA-1 of .* is [0-9a-f]{40}, Maven Central publishes 0{40}"):
-        spice.download_jar(CORE, tmp_path, print)
+        spice_setup.download_jar(CORE, tmp_path, print)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_jar_without_the_expected_entry_is_rejected(monkeypatch, tmp_path):
     serve(monkeypatch, maven({MODELS: (fake_jar(["README"]), None)}))
     with pytest.raises(RuntimeError, match=f"has no {CORENLP_JARS[MODELS]}"):
-        spice.download_jar(MODELS, tmp_path, print)
+        spice_setup.download_jar(MODELS, tmp_path, print)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_offline_download_names_the_url_and_the_manual_way(monkeypatch, tmp_path):
     serve(monkeypatch, {})
     with pytest.raises(RuntimeError) as error:
-        spice.download_jar(CORE, tmp_path, print)
+        spice_setup.download_jar(CORE, tmp_path, print)
     message = str(error.value)
     assert f"could not download {MAVEN}{CORE}.sha1" in message
     assert "by hand" in message and str(tmp_path) in message and MODELS in message
@@ -291,13 +292,13 @@ def compiled(tmp_path_factory):
     if shutil.which("javac") is None:
         pytest.skip("javac is not installed (a JDK is needed to compile SpiceServer.java)")
     folder = tmp_path_factory.mktemp("spice")
-    spice.compile_server(folder)
+    spice_setup.compile_server(folder)
     return folder
 
 
 def test_server_compiles_against_spice_jars_alone(compiled):
     assert server_class(compiled).read_bytes()[:4] == b"\xca\xfe\xba\xbe"
-    assert spice.server_is_current(compiled)
+    assert spice_setup.server_is_current(compiled)
     assert [p for p in problems(compiled) if "compiled SPICE server" in p] == []
 
 
