@@ -54,10 +54,23 @@ warm: install  ## build (once; cached in ~/.cache/corl) the warm-started tiny Ja
 EVAL_ARGS = -c configs/demo/s1.yaml --rewards scene accuracy format --model.seed $(SEED)
 DEMO_SCORES = $(LOGDIR)/demo_scores
 
-demo: warm  ## the whole chain on the warm-started tiny Janus and procedural data, on the CPU, then the table
+# Each phase of the demo announces itself: its number, what it does, and the time since `make demo` started
+# (the install included). The sub-makes of stage 2 inherit the start.
+ifndef DEMO_START
+DEMO_START := $(shell date +%s)
+export DEMO_START
+endif
+phase = @t=$$(( $$(date +%s) - $(DEMO_START) )); printf '\n== demo %s at %d:%02d: %s\n' "$(1)" $$((t / 60)) $$((t % 60)) "$(2)"
+
+demo: install  ## the whole chain on the warm-started tiny Janus and procedural data, on the CPU, then the table
+	$(call phase,1/4,the warm-started tiny Janus (built once in ~3 min, then loaded from ~/.cache/corl))
+	$(BIN)/corl warm --seed $(SEED)
 	rm -rf checkpoints/demo exports/demo $(DEMO_SCORES)
+	$(call phase,2/4,stage 1: unified RL on both tasks (configs/demo/s1.yaml))
 	$(BIN)/corl fit -c configs/demo/s1.yaml $(DEMO_ARGS)
+	$(call phase,3/4,stage 2: the T2I refinement beside the MC then OE refinements and their merge (one core each))
 	$(MAKE) --no-print-directory -j2 demo-t2i demo-mm2t
+	$(call phase,4/4,the held-out table of every model)
 	$(BIN)/corl evaluate base=tiny-warm s1=checkpoints/demo/s1/last.ckpt s2_t2i=exports/demo/t2i \
 		s2_mcq=checkpoints/demo/s2_mcq/last.ckpt s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t $(EVAL_ARGS) \
 		--scores $(DEMO_SCORES)/t2i.json $(DEMO_SCORES)/mm2t.json --json $(LOGDIR)/demo_eval.json
