@@ -21,8 +21,9 @@ from corl.modules.scoring import Scores
 
 def tasks_at(step: int, tasks: tuple[str, ...], alternate_every: int) -> tuple[str, ...]:
     """The tasks rolled out at a training step: all with rewards, or one of them in turn (RL-Cycle)."""
-    every = alternate_every
-    return tasks if every <= 0 or len(tasks) < 2 else (tasks[(step // every) % 2],)
+    if alternate_every <= 0 or len(tasks) < 2:
+        return tasks
+    return (tasks[(step // alternate_every) % 2],)
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ class Janus:
     @property
     def device(self) -> torch.device:
         """Where the model's weights live."""
-        return self.model.lm_head.weight.device
+        return self.lm_head.weight.device
 
     @property
     def config(self):
@@ -97,7 +97,7 @@ class Janus:
         """Token embeddings ``[R, L, D]`` with the real images' features at the image placeholders."""
         embeds = (llm if llm is not None else self.llm).get_input_embeddings()(ids)
         if image_embeds is not None:
-            slots = (ids == self.config.image_token_id).unsqueeze(-1)
+            slots = self.image_token_mask(ids).unsqueeze(-1)
             embeds = embeds.masked_scatter(slots, image_embeds.to(embeds.dtype))
         return embeds
 
