@@ -68,30 +68,34 @@ demo: install  ## the whole chain on the warm-started tiny Janus and procedural 
 	rm -rf checkpoints/demo exports/demo $(DEMO_SCORES)
 	$(call phase,2/4,stage 1: unified RL on both tasks (configs/demo/s1.yaml))
 	$(BIN)/corl fit -c configs/demo/s1.yaml $(DEMO_ARGS)
-	$(call phase,3/4,stage 2: the T2I refinement beside the MC then OE refinements and their merge (one core each))
+	$(call phase,3/4,stage 2: the T2I refinement (two processes) beside the MC then OE refinements and their merge)
 	$(MAKE) --no-print-directory -j2 demo-t2i demo-mm2t
-	$(call phase,4/4,the held-out table of every model)
+	$(call phase,4/4,the held-out table of every model and the image grid before / after the T2I refinement)
 	$(BIN)/corl evaluate base=tiny-warm s1=checkpoints/demo/s1/last.ckpt s2_t2i=exports/demo/t2i \
 		s2_mcq=checkpoints/demo/s2_mcq/last.ckpt s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t $(EVAL_ARGS) \
 		--scores $(DEMO_SCORES)/t2i.json $(DEMO_SCORES)/mm2t.json --json $(LOGDIR)/demo_eval.json
+	$(BIN)/corl grid base=tiny-warm s1=checkpoints/demo/s1/last.ckpt s2_t2i=exports/demo/t2i -c configs/demo/s1.yaml \
+		--model.seed $(SEED) --out $(LOGDIR)/demo_grid.png
 
-# The demo's stage 2, two chains side by side from stage 1's weights, one CPU core each: a tiny model's
-# runs keep one core busy however many threads they may use (the MC run takes as long on one as on two).
-# The T2I run is the longer, the MC + OE chain makes three models: the T2I chain also scores stage 1's
-# model and the MC + OE chain the warm base, so that both chains end about together.
+# The demo's stage 2, two chains side by side from stage 1's weights. A tiny model's run keeps one core busy
+# however many threads it may use, so the T2I run, the longer, is two processes (DDP over gloo, see
+# configs/demo/s2_t2i.yaml) of one thread each beside the MC + OE chain's one: both cores stay busy until
+# the T2I run ends. The MC + OE chain also scores stage 1's model and the warm base while the T2I run
+# trains, and runs without a progress bar, so that the terminal shows one bar, the T2I run's.
 demo-t2i:
 	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_t2i.yaml $(DEMO_ARGS)
 	$(BIN)/corl export checkpoints/demo/s2_t2i/last.ckpt exports/demo/t2i
-	OMP_NUM_THREADS=1 $(BIN)/corl evaluate s1=checkpoints/demo/s1/last.ckpt s2_t2i=exports/demo/t2i $(EVAL_ARGS) \
-		--json $(DEMO_SCORES)/t2i.json
+	$(BIN)/corl evaluate s2_t2i=exports/demo/t2i $(EVAL_ARGS) --json $(DEMO_SCORES)/t2i.json
 
 demo-mm2t:
-	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_mcq.yaml $(DEMO_ARGS)
-	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_oe.yaml $(DEMO_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_mcq.yaml $(DEMO_ARGS) $(QUIET_FIT)
+	OMP_NUM_THREADS=1 $(BIN)/corl fit -c configs/demo/s2_oe.yaml $(DEMO_ARGS) $(QUIET_FIT)
 	$(BIN)/corl merge checkpoints/demo/s2_mcq/last.ckpt checkpoints/demo/s2_oe/last.ckpt --method gaussian \
 		--base checkpoints/demo/s1/last.ckpt --out exports/demo/mm2t
-	OMP_NUM_THREADS=1 $(BIN)/corl evaluate base=tiny-warm s2_mcq=checkpoints/demo/s2_mcq/last.ckpt \
-		s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t $(EVAL_ARGS) --json $(DEMO_SCORES)/mm2t.json
+	OMP_NUM_THREADS=1 $(BIN)/corl evaluate base=tiny-warm s1=checkpoints/demo/s1/last.ckpt \
+		s2_mcq=checkpoints/demo/s2_mcq/last.ckpt s2_oe=checkpoints/demo/s2_oe/last.ckpt mm2t=exports/demo/mm2t \
+		$(EVAL_ARGS) --json $(DEMO_SCORES)/mm2t.json
+QUIET_FIT = --trainer.enable_progress_bar false --trainer.enable_model_summary false
 
 # More options for every `corl fit` of stage1/stage2, e.g. FIT_ARGS="-c configs/fsdp.yaml".
 FIT_ARGS ?=

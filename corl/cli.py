@@ -20,13 +20,14 @@ COMMANDS = {
     "sft": "supervised fine-tuning, the optional cold start before RL (configs/sft.yaml)",
     "check": "list everything a config needs that is missing: weights, data, reward models, GPUs (corl fit does too)",
     "evaluate": "score models on held-out examples with a config's rewards",
+    "grid": "draw the same held-out prompts with several models, same seed, into one PNG",
     "export": "write a checkpoint as a model folder (transformers' layout, or DeepSeek's with --format deepseek)",
     "merge": "merge models: the paper's Gaussian merge, a weighted average or task arithmetic",
     "generate": "images for a GenEval, DPG-Bench or WISE prompt file, in its scorer's layout",
     "prompt": "print what the model reads under a config, token for token",
     "warm": "build (once) the warm-started tiny Janus the demo trains",
 }
-TOOLS = ("export", "merge", "generate", "evaluate", "prompt")
+TOOLS = ("export", "merge", "generate", "evaluate", "grid", "prompt")
 TRAINING = ("fit", "validate", "sft")
 DEBUG = "--debug"
 

@@ -27,11 +27,16 @@ HELD_OUT_SEED = 424_242  # procedural examples no training config draws (they us
 
 
 def model_specs(specs: list[str]) -> list[tuple[str, str]]:
-    """``name=path`` (or a bare path, named after it) -> ``(name, path)``; a path may be a built-in model name."""
+    """``name=path`` (or a bare path, named after it) -> ``(name, path)``; a path may be a built-in model name.
+
+    The name ends at the first ``=``, and only a name without ``/`` is one: Lightning names checkpoints
+    ``epoch=0-step=80.ckpt``, so ``r40=runs/x/epoch=0-step=80.ckpt`` and the bare path both work.
+    """
     out = []
     for spec in specs:
-        name, _, path = spec.rpartition("=")
-        path = path or spec
+        name, named, path = spec.partition("=")
+        if not named or "/" in name or Path(spec).exists():
+            name, path = "", spec
         if not name:
             name = path if path in BUILT_IN else Path(path).stem if Path(path).suffix == ".ckpt" else Path(path).name
         out.append((name, path))
@@ -93,7 +98,7 @@ def evaluate(
 
     for start in range(0, len(dataset), batch_size):
         batch = collate_examples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        for name, values in held_out_scores(module, batch, seed + start, sampled_answers).items():
+        for name, values in held_out_scores(module, batch, seed + start, sampled_answers).scores.items():
             total, count = sums.get(name, [0.0, 0])
             sums[name] = [total + float(values.sum()), count + values.numel()]
     return {name: (total / count if count else float("nan")) for name, (total, count) in sums.items()}

@@ -1,4 +1,4 @@
-"""``corl export``, ``merge``, ``generate``, ``evaluate`` and ``prompt``: weights after training, and prompts before.
+"""The tool commands: weights after training (export, merge, generate, evaluate, grid), prompts before.
 
 The commands import the checkpoint and model code themselves, so ``corl evaluate --scores`` that only
 gathers earlier scores, and every ``--help``, start without Lightning and the Janus classes.
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from corl.evaluate import add_parser as add_evaluate_parser
 from corl.generate import add_parser as add_generate_parser
+from corl.image_grid import add_parser as add_grid_parser
 from corl.names import DTYPES
 from corl.prompt_tool import add_parser as add_prompt_parser
 
@@ -104,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     for sub in commands.choices.values():
         sub.add_argument("--dtype", default="float32", choices=list(DTYPES))
     add_evaluate_parser(commands)  # its model settings (dtype included) come from a config
+    add_grid_parser(commands)
     add_prompt_parser(commands)
     return root
 
@@ -111,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str]) -> None:
     """Parse and run one sub-command; ``corl evaluate`` and ``prompt`` pass options they do not know to the config."""
     args, overrides = parser().parse_known_args(list(argv))
-    if overrides and args.command not in ("evaluate", "prompt"):  # these two pass them to the config
+    if overrides and args.command not in ("evaluate", "grid", "prompt"):  # these pass them to the config
         raise SystemExit(f"corl {args.command}: unrecognized arguments: {' '.join(overrides)}")
     args.overrides = overrides
     args.run(args)

@@ -43,6 +43,7 @@ class RankProbe(L.Callback):
         self.out = Path(out)
         self.prompts = []
         self.ratios = []
+        self.logged = []
 
     def on_train_start(self, trainer, pl_module):
         self.adapters_at_start = adapters_digest(pl_module.policy.model)
@@ -51,6 +52,7 @@ class RankProbe(L.Callback):
         self.prompts.append(list(batch.prompt))
         metrics = trainer.callback_metrics
         self.ratios.append({k: float(metrics[k]) for k in ("image/ratio", "text/ratio") if k in metrics})
+        self.logged.append({k: float(metrics[k]) for k in ("reward/total/mean", "advantage/abs_mean")})
 
     def on_train_end(self, trainer, pl_module):
         self.out.mkdir(parents=True, exist_ok=True)
@@ -58,6 +60,7 @@ class RankProbe(L.Callback):
         local = layer.to_local() if hasattr(layer, "to_local") else layer  # this rank's shard under FSDP
         record = {
             "weights": weights_digest(pl_module.policy.model), "prompts": self.prompts, "ratios": self.ratios,
+            "logged": self.logged,
             "world_size": trainer.world_size, "group_size": pl_module.hparams.group_size,
             "layer_shape": list(layer.shape), "layer_local_shape": list(local.shape),
             "base_weights": base_digest(pl_module.policy.model), "adapters": adapters_digest(pl_module.policy.model),

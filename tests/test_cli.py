@@ -125,6 +125,9 @@ def test_demo_config_trains_and_logs_to_tensorboard(tmp_path, monkeypatch):
         "--model.log_media_every_n_steps", "1",
         "--model.max_completion_tokens", "8",
         "--data.batch_size", "2",
+        "--trainer.val_check_interval", "1",  # held-out scores and images after each of the 2 rollouts
+        "--data.val_length", "4",
+        "--data.val_batch_size", "3",  # validation batches of its own size: 3 then 1
     ])
     (version,) = (tmp_path / "demo_s1").glob("version_*")
     events = EventAccumulator(str(version), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
@@ -145,6 +148,11 @@ def test_demo_config_trains_and_logs_to_tensorboard(tmp_path, monkeypatch):
     grid = events.Images("samples/images")[0]
     assert grid.width > grid.height  # a row per example: the real image then G samples
     assert any("samples/completions" in tag for tag in events.Tags()["tensors"])
+    held_out = events.Images("val/images")  # the same held-out prompts and draws at every check
+    assert [e.step for e in held_out] == [e.step for e in events.Scalars("val/scene")] and len(held_out) == 2
+    assert held_out[0].width == 3 * (64 + 2) + 2, "one row: the first batch's three prompts, an image each"
+    prompts = [e.tensor_proto.string_val[0] for e in events.Tensors("val/image_prompts/text_summary")]
+    assert len(prompts) == 2 and prompts[0] == prompts[1] and prompts[0].startswith(b"1. ")
     completions = events.Tensors("samples/completions/text_summary")[0].tensor_proto.string_val[0].decode()
     assert completions.startswith("| question | ground truth | completion | rewards |")
     assert "accuracy " in completions.splitlines()[2] and "format " in completions.splitlines()[2]

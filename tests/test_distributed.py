@@ -50,6 +50,7 @@ def check_data_parallel(ranks: list[dict]) -> None:
     seen = [[p for step in r["prompts"] for p in step] for r in ranks]
     assert all(len(step) == 2 for r in ranks for step in r["prompts"])  # 2 steps x 2 whole examples per rank
     assert not set(seen[0]) & set(seen[1]), "each example (and so its whole group of G samples) on one rank"
+    assert ranks[0]["logged"] == ranks[1]["logged"], "the scalars logged are the ranks' mean, on every rank"
 
 
 def test_two_process_ddp_keeps_ranks_identical_and_groups_whole(tmp_path):

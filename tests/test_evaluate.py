@@ -17,6 +17,8 @@ def test_model_specs_are_named():
                         "base=tiny-warm"]) == [
         ("tiny", "tiny"), ("s1", "checkpoints/demo/s1/last.ckpt"), ("t2i", "exports/demo/t2i"),
         ("last", "runs/x/last.ckpt"), ("base", "tiny-warm")]
+    lightning = "checkpoints/x/epoch=0-step=80.ckpt"  # Lightning's own checkpoint names hold "="
+    assert model_specs([f"r40={lightning}", lightning]) == [("r40", lightning), ("epoch=0-step=80", lightning)]
 
 
 def test_the_same_model_gets_the_same_scores_on_the_same_held_out_examples(tmp_path, monkeypatch, capsys):

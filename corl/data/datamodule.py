@@ -38,6 +38,9 @@ class ExampleDataModule(L.LightningDataModule):
         val_source: held-out examples for validation during fit: ``procedural`` (a disjoint seed), a
             file or folder, or None for no validation.
         val_length: number of procedural validation examples.
+        val_batch_size: held-out examples per validation batch on each device (default ``batch_size``);
+            validation keeps no gradients, so it can take more at once. Its first batch's images are
+            the ones TensorBoard shows (``val/images``).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class ExampleDataModule(L.LightningDataModule):
         questions: Literal["any", "mc", "oe"] = "any",
         val_source: str | None = None,
         val_length: int = 64,
+        val_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         # Kept in checkpoints, not merged into the logger's hyperparameters: Lightning refuses a module
@@ -127,7 +131,8 @@ class ExampleDataModule(L.LightningDataModule):
             return []
         world, rank = self._ranks()
         sampler = DistributedSampler(self.val_dataset, num_replicas=world, rank=rank, shuffle=False)
-        return StatefulDataLoader(self.val_dataset, batch_size=self.hparams.batch_size, sampler=sampler,
+        batch_size = self.hparams.val_batch_size or self.hparams.batch_size
+        return StatefulDataLoader(self.val_dataset, batch_size=batch_size, sampler=sampler,
                                   num_workers=self.hparams.num_workers, collate_fn=collate_examples,
                                   generator=self._generator())
 

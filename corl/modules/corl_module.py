@@ -25,7 +25,7 @@ from corl.modules.decode_weights import DecodeWeightsMode
 from corl.modules.decoding import DecodeMode
 from corl.modules.grpo import AdvantageScale, Aggregation, ImportanceLevel, group_advantages
 from corl.modules.held_out import held_out_scores
-from corl.modules.logging_media import log_media
+from corl.modules.logging_media import log_held_out_images, log_media
 from corl.modules.logprobs import ImageLogprobMode
 from corl.modules.lora import LoRA, check_resumable
 from corl.modules.metrics import step_scalars
@@ -252,10 +252,12 @@ class CoRLModule(L.LightningModule):
 
     def log_step(self, step: Collected, advantages: torch.Tensor, update_stats: dict[str, float],
                  batch_idx: int) -> None:
-        """The step's scalars (every rank the same keys, in the same order: each is one collective), and media."""
+        """The step's scalars, averaged over the ranks in one collective (not ``sync_dist``'s one a key), and media."""
         rollout, rewards, hp = step.rollout, step.scores.values, self.hparams
         stats = step_scalars(step, advantages, update_stats, self.policy.decode_stats())
-        self.log_dict(stats, on_step=True, on_epoch=False, batch_size=len(step.batch), sync_dist=True)
+        means = self.trainer.strategy.reduce(torch.tensor(list(stats.values()), device=self.device), reduce_op="mean")
+        self.log_dict(dict(zip(stats, means.tolist(), strict=True)), on_step=True, on_epoch=False,
+                      batch_size=len(step.batch))
         reading = torch.tensor(float(self.skipped_reading), device=self.device)
         reading = self.trainer.strategy.reduce(reading, reduce_op="sum")  # ranks read different rows
         self.log("data/skipped_rows", self.skipped_at_opening + reading, on_step=True, on_epoch=False,
@@ -292,9 +294,12 @@ class CoRLModule(L.LightningModule):
         """Held-out scores: greedy answers (accuracy, format) and one image per prompt (image rewards).
 
         Images are sampled with a seed of their own, so the scores are reproducible and validation
-        draws nothing from the training stream.
+        draws nothing from the training stream. The first batch's images go to TensorBoard at every check.
         """
-        for name, values in held_out_scores(self, batch, self.hparams.seed * 7919 + batch_idx).items():
+        held = held_out_scores(self, batch, self.hparams.seed * 7919 + batch_idx)
+        if batch_idx == 0 and held.images is not None:
+            log_held_out_images(self.logger, logged_step(self.trainer), batch.prompt, held.images)
+        for name, values in held.scores.items():
             # Logged even with nothing scored (weight 0), so every rank syncs the same keys.
             mean = values.mean() if values.numel() else values.new_zeros(())
             self.log(f"val/{name}", mean, on_step=False, on_epoch=True, batch_size=values.numel(),

@@ -6,15 +6,25 @@ weights always get the same scores and scoring draws nothing from the training s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from corl.data.schema import ExampleBatch
 from corl.resume import seeded
 
 
+@dataclass
+class HeldOut:
+    """A held-out batch's scores and the images they score."""
+
+    scores: dict[str, torch.Tensor]  # each reward and reward part, its unscored (NaN) items left out
+    images: torch.Tensor | None  # [B, 3, H, W] in [-1, 1], one per prompt; None when no image was drawn
+
+
 @torch.no_grad()
-def held_out_scores(module, batch: ExampleBatch, seed: int, sampled_answers: bool = False) -> dict[str, torch.Tensor]:
-    """Each reward's (and reward part's) scores of the batch, its unscored (NaN) items left out.
+def held_out_scores(module, batch: ExampleBatch, seed: int, sampled_answers: bool = False) -> HeldOut:
+    """Each reward's (and reward part's) scores of the batch, and the images drawn for them.
 
     ``module`` is a ``CoRLModule`` (its rollout, rewards and policy). With ``sampled_answers`` every
     question is also answered once at the text temperature, as training samples, under the same seed;
@@ -29,4 +39,5 @@ def held_out_scores(module, batch: ExampleBatch, seed: int, sampled_answers: boo
             scores = module.score(rollout, batch)
             for name in module.reward_names(scores, task):
                 out[name + suffix] = scores[name][~scores[name].isnan()]
-    return out
+    image = rollouts[0][0].image
+    return HeldOut(out, None if image is None else image.pixels)

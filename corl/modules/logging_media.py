@@ -103,3 +103,19 @@ def log_media(logger, step: int, batch: ExampleBatch, rollout: Rollout, rewards:
     if rollout.text is not None:
         writer.add_text("samples/completions", completions_table(batch, rollout.text.texts, rewards, shown,
                                                                  group_size), step)
+
+
+def log_held_out_images(logger, step: int, prompts: list[str], images: torch.Tensor) -> None:
+    """The first held-out prompts' images as one row (``val/images``), with the prompts (``val/image_prompts``).
+
+    Validation draws them under the same seed at every check, so TensorBoard's step slider shows the same
+    prompts and draws changing only with the weights.
+    """
+    writer = getattr(logger, "experiment", None)
+    if not hasattr(writer, "add_image"):
+        return
+    shown = min(2 * MAX_EXAMPLES, len(prompts))
+    caption = f"step {step}: the same held-out prompts and draws at every check"
+    writer.add_image("val/images", captioned_rows([images[:shown]], [caption]), step)
+    writer.add_text("val/image_prompts", "\n".join(f"{i + 1}. {_markdown_cell(p)}" for i, p in
+                                                   enumerate(prompts[:shown])), step)

@@ -45,7 +45,7 @@ def skip_report(step: dict[str, float], rewards: dict[str, torch.Tensor]) -> str
 
 def step_scalars(step, advantages: torch.Tensor, update: dict[str, float],
                  decode: dict[str, float]) -> dict[str, float]:
-    """A training step's scalars, always the same keys in the same order (each is one collective across ranks).
+    """A training step's scalars, always the same keys in the same order (one collective averages them across ranks).
 
     Rewards and advantages, the update's, the rollout's lengths, the collection's times, the decode's, the
     throughput and each reward's seconds; ``step`` is a ``corl.modules.collect.Collected``.
