@@ -37,3 +37,12 @@ def test_grid_writes_a_row_per_prompt_and_model(tmp_path, capsys):
 def test_grid_refuses_an_empty_grid(tmp_path):
     with pytest.raises(SystemExit, match="--prompts and --samples must be at least 1"):
         main(["grid", "tiny", "-c", CONFIG, "--samples", "0", "--out", str(tmp_path / "g.png")])
+
+
+def test_a_config_without_the_scene_reward_draws_without_scores(tmp_path, capsys):
+    matching_only = ["--model.image_rewards", '[{"class_path": "corl.modules.rewards.TextImageMatchingReward"}]']
+    prompts, images, scene = model_rows(CONFIG, "tiny", matching_only, prompts=2, samples=2, seed=0, device="cpu")
+    assert scene is None and images.shape[:2] == (2, 2)
+    main(["grid", "tiny", "-c", CONFIG, *matching_only, "--prompts", "1", "--samples", "2", "--device", "cpu",
+          "--out", str(tmp_path / "g.png")])
+    assert "scene" not in capsys.readouterr().out and (tmp_path / "g.png").is_file()
