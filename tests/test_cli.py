@@ -238,7 +238,8 @@ def test_real_config_refuses_a_missing_lpips_trunk_before_training(tmp_path, mon
 def test_help_lists_every_command_and_only_those_that_do_something(capsys):
     main(["--help"])
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
-    assert listed == ["fit", "validate", "sft", "check", "evaluate", "grid", "export", "merge", "generate", "prompt", "warm"]
+    assert listed == ["fit", "validate", "sft", "check", "evaluate", "grid", "export", "merge", "generate", "prompt",
+                      "warm"]
     for command in ("test", "predict"):
         with pytest.raises(UsageError, match=f"unknown command '{command}'"):
             main([command])
