@@ -81,6 +81,13 @@ def keep_rewards(module, names: Sequence[str]) -> None:
     module.text_rewards = [reward for reward in module.text_rewards if reward.name in names]
 
 
+def on_device(module, device: str):
+    """The module on ``device`` in eval mode, its image rewards' scorers loaded (its own ``setup``)."""
+    module.to(device).eval()
+    module.setup("validate")
+    return module
+
+
 @torch.no_grad()
 def evaluate(
     module, dataset, batch_size: int, seed: int, device: str, sampled_answers: bool = False
@@ -91,9 +98,7 @@ def evaluate(
     as in training, and the text rewards of those answers are added as ``<name>_sampled``: RL optimises
     the sampled answers, and an early RL run moves them before it moves the greedy ones.
     """
-    module.to(device).eval()
-    for reward in module.image_rewards:
-        reward.setup()
+    on_device(module, device)
     sums: dict[str, list[float]] = {}
 
     for start in range(0, len(dataset), batch_size):
@@ -186,20 +191,28 @@ def evaluate_command(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
-def add_parser(commands) -> None:
-    """The ``evaluate`` sub-command's options."""
-    p = commands.add_parser("evaluate", help=evaluate_command.__doc__, description=__doc__,
+def add_model_parser(commands, name: str, run, description: str, config_help: str):
+    """A sub-command over models loaded under a config and held-out data, with the options every such one has."""
+    p = commands.add_parser(name, help=run.__doc__, description=description,
                             epilog="Other options go to the config, e.g. --model.seed 1 --model.cfg_weight 3.")
     p.add_argument("models", nargs="+",
                    help="NAME=PATH or PATH: corl checkpoints, exported folders, or tiny / tiny-warm")
-    p.add_argument("--config", "-c", required=True, help="the config whose model settings and rewards score them")
+    p.add_argument("--config", "-c", required=True, help=config_help)
     p.add_argument("--data", default="procedural", help="procedural (a held-out seed) or a file/folder of the kind")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed; the same for every model")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.set_defaults(run=run)
+    return p
+
+
+def add_parser(commands) -> None:
+    """The ``evaluate`` sub-command's options."""
+    p = add_model_parser(commands, "evaluate", evaluate_command, __doc__,
+                         "the config whose model settings and rewards score them")
     p.add_argument("--examples", type=int, default=256, help="held-out examples")
     p.add_argument("--rewards", nargs="+", metavar="NAME",
                    help="score with these of the config's rewards only (default: all), e.g. scene accuracy format")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0, help="sampling seed; the same for every model")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--jobs", type=int, default=1,
                    help="models scored at once, each in a process with its share of the CPU threads (a tiny "
                         "model's decoding leaves cores idle); the same examples and seeds as one at a time")
@@ -209,4 +222,3 @@ def add_parser(commands) -> None:
     p.add_argument("--scores", nargs="+", metavar="FILE",
                    help="earlier --json files: a model named in one is taken from it, not scored again (score "
                         "them with the same config, examples and seed)")
-    p.set_defaults(run=evaluate_command)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from corl.data.schema import collate_examples
-from corl.evaluate import build_module, held_out, keep_rewards, model_specs
+from corl.evaluate import add_model_parser, build_module, held_out, keep_rewards, model_specs, on_device
 from corl.resume import seeded
 
 
@@ -28,9 +28,7 @@ def model_rows(config: str, path: str, overrides: list[str], prompts: int, sampl
     module, datamodule = build_module(config, path, overrides)
     scored = "scene" in [reward.name for reward in module.image_rewards]
     keep_rewards(module, ["scene"] if scored else [])
-    module.to(device).eval()
-    for reward in module.image_rewards:
-        reward.setup()
+    on_device(module, device)
     dataset = held_out(datamodule, data, prompts)
     prompts = len(dataset)
     batch = collate_examples([dataset[i] for i in range(prompts) for _ in range(samples)])
@@ -67,16 +65,8 @@ def grid_command(args: argparse.Namespace) -> None:
 
 def add_parser(commands) -> None:
     """``corl grid`` and its options."""
-    p = commands.add_parser("grid", help=grid_command.__doc__, description=__doc__,
-                            epilog="Other options go to the config, e.g. --model.seed 1 --model.cfg_weight 3.")
-    p.add_argument("models", nargs="+",
-                   help="NAME=PATH or PATH: corl checkpoints, exported folders, or tiny / tiny-warm")
-    p.add_argument("--config", "-c", required=True, help="the config whose model settings and scene reward draw them")
+    p = add_model_parser(commands, "grid", grid_command, __doc__,
+                         "the config whose model settings and scene reward draw them")
     p.add_argument("--out", required=True, help="the PNG to write")
-    p.add_argument("--data", default="procedural", help="procedural (a held-out seed) or a file/folder of prompts "
-                   "of the config's kind")
     p.add_argument("--prompts", type=int, default=4, help="the first held-out prompts")
     p.add_argument("--samples", type=int, default=6, help="images per prompt and model")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed; the same for every model")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.set_defaults(run=grid_command)

@@ -111,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str]) -> None:
-    """Parse and run one sub-command; ``corl evaluate`` and ``prompt`` pass options they do not know to the config."""
+    """Parse and run one sub-command; ``evaluate``, ``grid`` and ``prompt`` pass options they do not know on."""
     args, overrides = parser().parse_known_args(list(argv))
     if overrides and args.command not in ("evaluate", "grid", "prompt"):  # these pass them to the config
         raise SystemExit(f"corl {args.command}: unrecognized arguments: {' '.join(overrides)}")
