@@ -90,6 +90,14 @@ def test_bad_settings_name_the_setting(settings, message):
         small(**settings)
 
 
+def test_a_validation_batch_of_no_examples_names_the_setting():
+    from corl.data.datamodule import ExampleDataModule
+
+    with pytest.raises(DataError, match=r"data.val_batch_size must be at least 1 \(or null: data.batch_size\), got 0"):
+        ExampleDataModule(val_batch_size=0)
+    assert ExampleDataModule(batch_size=3, val_source="procedural", val_length=4).val_dataloader().batch_size == 3
+
+
 def test_rewards_refuse_unknown_names_and_weights_that_are_not_numbers():
     with pytest.raises(ValueError, match="unknown text reward 'acuracy'"):
         TextReward("acuracy")

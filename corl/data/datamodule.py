@@ -63,6 +63,8 @@ class ExampleDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
     ) -> None:
         super().__init__()
+        if val_batch_size is not None and val_batch_size < 1:
+            raise DataError(f"data.val_batch_size must be at least 1 (or null: data.batch_size), got {val_batch_size}")
         # Kept in checkpoints, not merged into the logger's hyperparameters: Lightning refuses a module
         # and a DataModule whose same-named settings differ (model.seed and data.seed are two seeds).
         # LightningCLI's config.yaml beside the logs has every data setting.
@@ -131,7 +133,7 @@ class ExampleDataModule(L.LightningDataModule):
             return []
         world, rank = self._ranks()
         sampler = DistributedSampler(self.val_dataset, num_replicas=world, rank=rank, shuffle=False)
-        batch_size = self.hparams.val_batch_size or self.hparams.batch_size
+        batch_size = self.hparams.batch_size if self.hparams.val_batch_size is None else self.hparams.val_batch_size
         return StatefulDataLoader(self.val_dataset, batch_size=batch_size, sampler=sampler,
                                   num_workers=self.hparams.num_workers, collate_fn=collate_examples,
                                   generator=self._generator())
